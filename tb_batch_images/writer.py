@@ -1,0 +1,236 @@
+"""Background writing of captured batches to TensorBoard event files.
+
+The training thread hands a `CapturedBatch` (numpy copies) to `BackgroundWriter.submit`,
+which never blocks: when the bounded queue is full the batch is dropped and counted. A
+daemon thread turns batches into records (`tb_batch_images.records`), encodes the images
+and writes one summary per batch with `tf.summary`, flushing after each so that a killed
+process loses at most the batch being written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from tb_batch_images import format as fmt
+
+_log = logging.getLogger("tb_batch_images")
+
+_STOP = object()
+
+
+@dataclasses.dataclass
+class CapturedBatch:
+    """What the training thread copied out of one step, for one mode."""
+
+    mode: str
+    step: int
+    epoch: int
+    batch: int
+    wall_time: float
+    batch_size: int
+    positions: np.ndarray  # [n] int, index in the batch
+    images: np.ndarray  # [n, h, w, c], as captured (maybe downscaled in graph)
+    image_stats: np.ndarray  # [n, 4] float: finite min, finite max, nan?, inf?
+    labels: np.ndarray | None  # [n, label_size] float
+    outputs: np.ndarray | None  # [n, output_size] float
+    output_stats: np.ndarray | None  # [n, 3] float: min, max, mean of the whole output
+    losses: np.ndarray | None  # [n] float
+    sample_ids: np.ndarray | None  # [n] int
+    filenames: list[str] | None
+    replica: int = 0
+    num_replicas: int = 1
+
+
+def write_summary(
+    summary_writer: Any, tag: str, kind: str, step: int, elements: list[bytes]
+) -> None:
+    """Writes one blob-sequence summary (rank-1 string tensor) and flushes."""
+    with summary_writer.as_default():
+        tf.summary.write(
+            tag=tag,
+            tensor=tf.constant(elements, dtype=tf.string),
+            step=step,
+            metadata=fmt.summary_metadata(kind),
+        )
+    summary_writer.flush()
+
+
+class BackgroundWriter:
+    """A daemon thread with a bounded queue that writes batches for several modes.
+
+    Args:
+        log_dir: the user's log directory; modes write to its sub-directories.
+        build_elements: turns a `CapturedBatch` plus its sequence number into the list
+            of tensor elements (record, images). Runs on the writer thread.
+        max_queue: batches waiting at most; more are dropped and counted.
+        warn: called with (kind, message) for problems; it de-duplicates.
+    """
+
+    def __init__(
+        self,
+        log_dir: str,
+        build_elements: Callable[[CapturedBatch, int, dict[str, int]], list[bytes]],
+        max_queue: int,
+        warn: Callable[[str, str], None],
+    ):
+        self._log_dir = log_dir
+        self._build_elements = build_elements
+        self._warn = warn
+        self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
+        self._writers: dict[str, Any] = {}
+        self._written: dict[str, int] = {}
+        self._dropped: dict[str, dict[str, int]] = {}
+        self._lock = threading.Lock()
+        self._broken_modes: set[str] = set()
+        self._thread = threading.Thread(
+            target=self._run, name="tb_batch_images-writer", daemon=True
+        )
+        self._thread.start()
+
+    # -- training thread ------------------------------------------------------
+    def submit(self, batch: CapturedBatch) -> bool:
+        """Queues a batch without blocking; returns False if it was dropped."""
+        try:
+            self._queue.put_nowait(batch)
+            return True
+        except queue.Full:
+            self.count_drop(batch.mode, "queue_full")
+            self._warn(
+                "queue_full",
+                "the background writer is behind; batches are being dropped "
+                "(log fewer steps or samples, or raise max_queue)",
+            )
+            return False
+
+    def count_drop(self, mode: str, reason: str, count: int = 1) -> None:
+        with self._lock:
+            per_mode = self._dropped.setdefault(mode, _zero_drops())
+            per_mode[reason] = per_mode.get(reason, 0) + count
+
+    def dropped(self, mode: str) -> dict[str, int]:
+        with self._lock:
+            return dict(self._dropped.get(mode, _zero_drops()))
+
+    def flush(self, timeout: float = 60.0, status_extra: dict | None = None) -> None:
+        """Waits until queued batches are written, then writes status records."""
+        done = threading.Event()
+        self._put_control(("flush", done, status_extra or {}))
+        if not done.wait(timeout):
+            self._warn(
+                "flush_timeout",
+                f"the background writer did not finish within {timeout:.0f}s",
+            )
+
+    def close(self, timeout: float = 60.0, status_extra: dict | None = None) -> None:
+        """Flushes, writes status and stops the thread. Safe to call twice."""
+        if not self._thread.is_alive():
+            return
+        self.flush(timeout, status_extra)
+        self._put_control(_STOP)
+        self._thread.join(timeout)
+
+    def _put_control(self, item: Any) -> None:
+        # Control items must not be dropped: wait for room, but not forever.
+        try:
+            self._queue.put(item, timeout=60)
+        except queue.Full:
+            self._warn("flush_timeout", "the background writer is stuck; giving up")
+
+    # -- writer thread --------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                self._close_writers()
+                return
+            if isinstance(item, tuple) and item and item[0] == "flush":
+                _, done, extra = item
+                self._write_status(extra)
+                done.set()
+                continue
+            self._write_batch(item)
+
+    def _writer_for(self, mode: str) -> Any:
+        if mode not in self._writers:
+            path = self._log_dir.rstrip("/") + "/" + fmt.MODE_DIRS[mode]
+            tf.io.gfile.makedirs(path)
+            self._writers[mode] = tf.summary.create_file_writer(
+                path, max_queue=1, flush_millis=1000
+            )
+        return self._writers[mode]
+
+    def _write_batch(self, batch: CapturedBatch) -> None:
+        mode = batch.mode
+        if mode in self._broken_modes:
+            self.count_drop(mode, "error")
+            return
+        try:
+            elements = self._build_elements(
+                batch, self._written.get(mode, 0), self.dropped(mode)
+            )
+        except Exception as error:  # an input we cannot turn into pixels
+            self.count_drop(mode, "error")
+            self._warn("encode", f"could not encode a batch ({type(error).__name__}: {error})")
+            return
+        if elements is None:
+            self.count_drop(mode, "not_image")
+            return
+        try:
+            write_summary(
+                self._writer_for(mode), fmt.BATCHES_TAG, fmt.KIND_BATCHES, batch.step, elements
+            )
+            self._written[mode] = self._written.get(mode, 0) + 1
+        except Exception as error:
+            self.count_drop(mode, "error")
+            self._warn(
+                "write",
+                f"could not write to {self._log_dir!r} ({type(error).__name__}: "
+                f"{_first_line(error)}); training goes on without batch images",
+            )
+
+    def _write_status(self, extra: dict) -> None:
+        for mode in list(self._writers):
+            if mode in self._broken_modes:
+                continue
+            record = {
+                "mode": mode,
+                "wall_time": time.time(),
+                "batches_written": self._written.get(mode, 0),
+                "dropped": self.dropped(mode),
+                **extra,
+            }
+            try:
+                write_summary(
+                    self._writers[mode],
+                    fmt.STATUS_TAG,
+                    fmt.KIND_STATUS,
+                    int(extra.get("step", 0)),
+                    [fmt.encode_record(record)],
+                )
+            except Exception as error:
+                self._warn("write", f"could not write status ({_first_line(error)})")
+
+    def _close_writers(self) -> None:
+        for summary_writer in self._writers.values():
+            try:
+                summary_writer.close()
+            except Exception as error:  # disk full at close: nothing more to do
+                _log.debug("closing writer failed: %s", error)
+
+
+def _zero_drops() -> dict[str, int]:
+    return {"queue_full": 0, "error": 0, "not_image": 0}
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__

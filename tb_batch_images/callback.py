@@ -13,10 +13,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tb_batch_images import capture
+from tb_batch_images import capture, predictions
 from tb_batch_images import format as fmt
 from tb_batch_images import pixels as pixel_utils
-from tb_batch_images import predictions
 from tb_batch_images.writer import BackgroundWriter, CapturedBatch
 
 _log = logging.getLogger("tb_batch_images")
@@ -131,7 +130,9 @@ class BatchImageLogger(keras.callbacks.Callback):
     ):
         super().__init__()
         if not isinstance(log_dir, str) or not log_dir:
-            raise ValueError(f"log_dir must be a non-empty path string, got {log_dir!r}")
+            raise ValueError(
+                f"log_dir must be a non-empty path string, got {log_dir!r}"
+            )
         _check_int("every_n_steps", every_n_steps, minimum=0)
         _check_int("samples_per_batch", samples_per_batch, minimum=1)
         _check_int("max_image_size", max_image_size, minimum=1)
@@ -167,7 +168,9 @@ class BatchImageLogger(keras.callbacks.Callback):
         self.log_steps = log_steps
         self.samples_per_batch = samples_per_batch
         self.selection = selection
-        self.class_names = None if class_names is None else [str(c) for c in class_names]
+        self.class_names = (
+            None if class_names is None else [str(c) for c in class_names]
+        )
         self.filenames = None if filenames is None else list(filenames)
         self.image_key = image_key
         self.max_image_size = max_image_size
@@ -231,6 +234,9 @@ class BatchImageLogger(keras.callbacks.Callback):
         if not (self._in_fit and self.log_validation and self.validation_batches):
             return
         self._wrap_function("validation")
+        train_buffers = self._buffers.get("train")
+        if train_buffers is not None:  # exact, even after a short last execution
+            self._global_step = train_buffers.read_counter()
         buffers = self._buffers.get("validation")
         if buffers is not None:
             buffers.set_counter(0)
@@ -239,6 +245,9 @@ class BatchImageLogger(keras.callbacks.Callback):
         self._test_begin_step = batch
 
     def on_epoch_end(self, epoch: int, logs=None) -> None:
+        train_buffers = self._buffers.get("train")
+        if train_buffers is not None:
+            self._global_step = train_buffers.read_counter()
         if self._writer is not None:
             self._writer.flush(status_extra=self._status_extra())
 
@@ -361,6 +370,7 @@ class BatchImageLogger(keras.callbacks.Callback):
         if spec is None:
             self._disable(mode, "the data iterator has no element_spec")
             return
+        spec = tf.nest.map_structure(_one_replica_spec, spec)
         x_spec, y_spec, sample_weight_spec = keras.utils.unpack_x_y_sample_weight(spec)
         # Errors the user must fix to run at all: raised, with what to do.
         capture.check_sample_weight_spec(sample_weight_spec)
@@ -459,11 +469,17 @@ class BatchImageLogger(keras.callbacks.Callback):
         """Record + encoded images for one batch (runs on the writer thread)."""
         buffers = self._buffers.get(batch.mode)
         layout = buffers.layout
-        input_dtype = layout.input_dtype if layout.stored_dtype != tf.float32 else "float32"
+        input_dtype = (
+            layout.input_dtype if layout.stored_dtype != tf.float32 else "float32"
+        )
         if layout.input_dtype == "uint8":
             input_dtype = "uint8"
         pixels, flags, used_range = pixel_utils.to_uint8(
-            batch.images, batch.image_stats, input_dtype, self.value_range, self.to_pixels
+            batch.images,
+            batch.image_stats,
+            input_dtype,
+            self.value_range,
+            self.to_pixels,
         )
         if used_range is None and self.to_pixels is None:
             self._warn(
@@ -540,7 +556,9 @@ class BatchImageLogger(keras.callbacks.Callback):
         }
         return [fmt.encode_record(record), *images]
 
-    def _filename(self, batch: CapturedBatch, i: int, sample_id: int | None) -> str | None:
+    def _filename(
+        self, batch: CapturedBatch, i: int, sample_id: int | None
+    ) -> str | None:
         if batch.filenames is not None:
             return batch.filenames[i]
         if sample_id is not None and self.filenames is not None:
@@ -603,6 +621,12 @@ def _sample_values(
         return None
     size = int(np.prod(shape)) if shape else 1
     return values[i][: min(size, values.shape[1])]
+
+
+def _one_replica_spec(spec: Any) -> Any:
+    """A distributed iterator's PerReplicaSpec -> the spec of one replica's share."""
+    value_specs = getattr(spec, "_value_specs", None)
+    return value_specs[0] if value_specs else spec
 
 
 def _key_text(key: Any) -> str | None:

@@ -180,9 +180,10 @@ def check_metadata_specs(x_spec: Any, jit_compile: bool) -> None:
                 f"BatchImageLogger(..., filenames=paths)"
             )
     sample_id_spec = x_spec.get(fmt.SAMPLE_ID_KEY)
-    if sample_id_spec is not None and not getattr(
-        sample_id_spec, "dtype", tf.string
-    ).is_integer:
+    if (
+        sample_id_spec is not None
+        and not getattr(sample_id_spec, "dtype", tf.string).is_integer
+    ):
         raise CaptureError(
             f"x['{fmt.SAMPLE_ID_KEY}'] must hold integers (got "
             f"{_describe_spec(sample_id_spec)}); put strings in x['{fmt.FILENAME_KEY}']"
@@ -232,7 +233,30 @@ def per_sample_loss_fn(loss: Any) -> Callable | None:
         loss = keras.losses.get(loss)
     if isinstance(loss, keras.losses.Loss):
         return loss.call  # unreduced, unlike __call__
-    return loss if callable(loss) else None
+    if not callable(loss):
+        return None
+
+    def per_sample(y_true, y_pred):
+        # As compile() does for plain functions: match the ranks first.
+        return loss(*_same_rank(y_true, y_pred))
+
+    return per_sample
+
+
+def _same_rank(y_true: tf.Tensor, y_pred: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Keras's rule: when ranks differ by one and the larger ends in 1, match them."""
+    true_rank, pred_rank = y_true.shape.rank, y_pred.shape.rank
+    if true_rank is None or pred_rank is None:
+        return y_true, y_pred
+    if pred_rank == true_rank + 1 and y_pred.shape[-1] == 1:
+        if true_rank == 1:
+            return y_true[..., tf.newaxis], y_pred
+        return y_true, tf.squeeze(y_pred, -1)
+    if true_rank == pred_rank + 1 and y_true.shape[-1] == 1:
+        if pred_rank == 1:
+            return y_true, y_pred[..., tf.newaxis]
+        return tf.squeeze(y_true, -1), y_pred
+    return y_true, y_pred
 
 
 def _first_leaf(value: Any) -> Any:
@@ -296,7 +320,9 @@ class ModeBuffers:
 
         n = samples
         self.counter = variable(start_counter, tf.int64, "counter")
-        self.want = variable(tf.fill([slots], tf.constant(-1, tf.int64)), tf.int64, "want")
+        self.want = variable(
+            tf.fill([slots], tf.constant(-1, tf.int64)), tf.int64, "want"
+        )
         self.filled_step = variable(
             tf.fill([slots], tf.constant(-1, tf.int64)), tf.int64, "filled_step"
         )
@@ -315,9 +341,13 @@ class ModeBuffers:
         self.outputs = variable(
             tf.zeros([slots, n, VALUES_PER_SAMPLE]), tf.float32, "outputs"
         )
-        self.output_stats = variable(tf.zeros([slots, n, 3]), tf.float32, "output_stats")
+        self.output_stats = variable(
+            tf.zeros([slots, n, 3]), tf.float32, "output_stats"
+        )
         self.losses = variable(tf.zeros([slots, n]), tf.float32, "losses")
-        self.sample_ids = variable(tf.zeros([slots, n], tf.int64), tf.int64, "sample_ids")
+        self.sample_ids = variable(
+            tf.zeros([slots, n], tf.int64), tf.int64, "sample_ids"
+        )
         self.filenames = (
             variable(tf.fill([slots, n], ""), tf.string, "filenames")
             if layout.has_filename
@@ -486,13 +516,18 @@ class ModeBuffers:
                 self.output_stats.numpy() if self.output_shape is not None else None
             ),
             "losses": self.losses.numpy() if self.has_loss else None,
-            "sample_ids": self.sample_ids.numpy() if self.layout.has_sample_id else None,
+            "sample_ids": self.sample_ids.numpy()
+            if self.layout.has_sample_id
+            else None,
             "filenames": self.filenames.numpy() if self.filenames is not None else None,
         }
         captured = []
         for slot in slots:
             count = int(arrays["count"][slot])
-            item = {"counter": int(filled[slot]), "batch_size": int(arrays["batch_size"][slot])}
+            item = {
+                "counter": int(filled[slot]),
+                "batch_size": int(arrays["batch_size"][slot]),
+            }
             for name in (
                 "positions",
                 "images",

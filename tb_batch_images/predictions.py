@@ -167,9 +167,10 @@ def describe_sample(
         order = np.argsort(-probabilities, kind="stable")
         predicted_set = [int(i) for i in np.flatnonzero(probabilities >= 0.5)]
         fields["prediction"] = predicted_set
-        fields["prediction_name"] = ", ".join(
-            n for n in (_name(class_names, i) for i in predicted_set) if n
-        ) or None
+        fields["prediction_name"] = (
+            ", ".join(n for n in (_name(class_names, i) for i in predicted_set) if n)
+            or None
+        )
         fields["confidence"] = _finite(probabilities[order[0]])
         fields["top_k"] = [
             {
@@ -182,9 +183,10 @@ def describe_sample(
         if label is not None and label.size:
             true_set = [int(i) for i in np.flatnonzero(label[:num_outputs] >= 0.5)]
             fields["label"] = true_set
-            fields["label_name"] = ", ".join(
-                n for n in (_name(class_names, i) for i in true_set) if n
-            ) or None
+            fields["label_name"] = (
+                ", ".join(n for n in (_name(class_names, i) for i in true_set) if n)
+                or None
+            )
             fields["correct"] = true_set == predicted_set
         return fields, flags
 

@@ -179,14 +179,20 @@ class BackgroundWriter:
             )
         except Exception as error:  # an input we cannot turn into pixels
             self.count_drop(mode, "error")
-            self._warn("encode", f"could not encode a batch ({type(error).__name__}: {error})")
+            self._warn(
+                "encode", f"could not encode a batch ({type(error).__name__}: {error})"
+            )
             return
         if elements is None:
             self.count_drop(mode, "not_image")
             return
         try:
             write_summary(
-                self._writer_for(mode), fmt.BATCHES_TAG, fmt.KIND_BATCHES, batch.step, elements
+                self._writer_for(mode),
+                fmt.BATCHES_TAG,
+                fmt.KIND_BATCHES,
+                batch.step,
+                elements,
             )
             self._written[mode] = self._written.get(mode, 0) + 1
         except Exception as error:

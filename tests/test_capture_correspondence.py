@@ -1,0 +1,411 @@
+"""Every logged sample is the sample that trained at its step, in every input setup.
+
+Built on tests/rig.py: pixels encode the sample id, the tf.data map adds a mark and a
+random flip, and a Recorder layer inside the model writes down what each step trained
+on. Each test trains a real tiny Keras model with BatchImageLogger and reads the event
+files back with read_batches.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tb_batch_images import BatchImageLogger, read_batches
+from tests import rig
+
+SAMPLES = 50  # batches of 8: six full ones and a short last batch of 2
+BATCH = 8
+EPOCHS = 2
+STEPS = EPOCHS * 7
+
+
+def _ids_dataset(shuffle_seed: int | None = 7) -> tf.data.Dataset:
+    images = np.stack([rig.raw_image(i) for i in range(SAMPLES)])
+    dataset = tf.data.Dataset.from_tensor_slices((images, np.arange(SAMPLES)))
+    if shuffle_seed is not None:
+        dataset = dataset.shuffle(SAMPLES, seed=shuffle_seed)
+    return dataset
+
+
+def _label(sample_id: tf.Tensor, loss_kind: str) -> tf.Tensor:
+    label = sample_id % rig.CLASSES
+    if loss_kind == "categorical":
+        return tf.one_hot(label, rig.CLASSES)
+    if loss_kind == "multilabel":
+        return tf.one_hot(label, rig.CLASSES)
+    if loss_kind == "binary":
+        return tf.cast(label % 2, tf.float32)
+    return label
+
+
+def tf_data(
+    metadata: str = "filename",
+    loss_kind: str = "sparse",
+    shuffle_seed: int | None = 7,
+) -> tf.data.Dataset:
+    """The rig's tf.data pipeline: shuffle, map (augment), batch, prefetch."""
+
+    def to_example(image, sample_id):
+        x = {"image": rig.augment(image)}
+        if metadata == "filename":
+            x["filename"] = tf.strings.join(
+                ["img_", tf.strings.as_string(sample_id), ".png"]
+            )
+        else:
+            x["sample_id"] = sample_id
+        return x, _label(sample_id, loss_kind)
+
+    dataset = _ids_dataset(shuffle_seed).map(to_example)
+    return dataset.batch(BATCH).prefetch(tf.data.AUTOTUNE)
+
+
+LOSSES = {
+    "sparse": keras.losses.SparseCategoricalCrossentropy(),
+    "logits": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    "categorical": "categorical_crossentropy",
+    "binary": "binary_crossentropy",
+    "multilabel": keras.losses.BinaryCrossentropy(),
+}
+OUTPUTS = {
+    "sparse": "softmax",
+    "logits": "logits",
+    "categorical": "softmax",
+    "binary": "sigmoid",
+    "multilabel": "multilabel",
+}
+
+
+def train(
+    tmp_path: Path,
+    data,
+    *,
+    loss_kind: str = "sparse",
+    filenames: bool = False,
+    validation_data=None,
+    fit_kwargs: dict | None = None,
+    compile_kwargs: dict | None = None,
+    logger_kwargs: dict | None = None,
+):
+    """Trains the rig model with the logger; returns (batches, recorder history)."""
+    keras.utils.set_random_seed(1)
+    recorder = rig.Recorder()
+    model = rig.make_model(recorder, output=OUTPUTS[loss_kind])
+    model.compile(
+        optimizer="adam",
+        loss=LOSSES[loss_kind],
+        **{"jit_compile": False, **(compile_kwargs or {})},
+    )
+    options = {"every_n_steps": 1, "samples_per_batch": 5, **(logger_kwargs or {})}
+    logger = BatchImageLogger(
+        str(tmp_path / "logs"),
+        filenames=[rig.filename_of(i) for i in range(SAMPLES)] if filenames else None,
+        **options,
+    )
+    model.fit(
+        data,
+        epochs=EPOCHS,
+        verbose=0,
+        validation_data=validation_data,
+        callbacks=[logger],
+        **(fit_kwargs or {}),
+    )
+    batches = list(read_batches(str(tmp_path / "logs")))
+    return batches, recorder.history()
+
+
+def _train_batches(batches):
+    return [b for b in batches if b.mode == "train"]
+
+
+def assert_all_steps_logged(batches, steps: int = STEPS):
+    logged = [b.step for b in _train_batches(batches)]
+    assert logged == list(range(steps))
+
+
+def test_tf_data_with_string_filenames_logs_the_trained_batch(tmp_path):
+    validation = tf_data(shuffle_seed=None).take(3)
+    batches, history = train(tmp_path, tf_data(), validation_data=validation)
+    assert_all_steps_logged(batches)
+    train_batches = _train_batches(batches)
+    assert rig.check_correspondence(train_batches, history) == sum(
+        len(b.samples) for b in train_batches
+    )
+    # epoch/batch attribution, and the short last batch of each epoch
+    assert [(b.epoch, b.batch) for b in train_batches] == [
+        (e, i) for e in range(EPOCHS) for i in range(7)
+    ]
+    assert [b.batch_size for b in train_batches if b.batch == 6] == [2, 2]
+    assert [len(b.samples) for b in train_batches if b.batch == 6] == [2, 2]
+
+
+def test_validation_batches_are_the_first_validation_batch_each_epoch(tmp_path):
+    validation = tf_data(shuffle_seed=None).take(3)  # ids 0..23 in order
+    batches, _ = train(tmp_path, tf_data(), validation_data=validation)
+    validation_batches = [b for b in batches if b.mode == "validation"]
+    assert [b.epoch for b in validation_batches] == list(range(EPOCHS))
+    assert [b.step for b in validation_batches] == [7, 14]
+    for batch in validation_batches:
+        assert batch.run == "validation" and batch.batch == 0
+        for sample in batch.samples:
+            sample_id = rig.decode_id(sample.image)
+            assert sample_id == sample.position  # unshuffled: batch 0 is ids 0..7
+            assert sample.filename == rig.filename_of(sample_id)
+            assert rig.has_mark(sample.image)
+            rig.check_label_and_loss(sample, sample_id, "sparse")
+
+
+def test_negative_control_a_shift_by_one_batch_is_caught(tmp_path):
+    batches, history = train(tmp_path, tf_data())
+    train_batches = _train_batches(batches)[:-1]
+    with pytest.raises(AssertionError):
+        rig.check_correspondence(train_batches, history, shift=1)
+    # and a wrong filename under an image is caught too
+    train_batches[0].samples[0].filename = rig.filename_of(999)
+    with pytest.raises(AssertionError):
+        rig.check_correspondence(train_batches, history)
+
+
+def test_xla_with_sample_ids_logs_the_trained_batch(tmp_path):
+    batches, history = train(
+        tmp_path,
+        tf_data(metadata="sample_id"),
+        filenames=True,
+        compile_kwargs={"jit_compile": True},
+    )
+    assert_all_steps_logged(batches)
+    rig.check_correspondence(_train_batches(batches), history)
+    assert all(s.sample_id is not None for b in batches for s in b.samples)
+
+
+def test_xla_with_string_filenames_fails_at_once_naming_sample_id(tmp_path):
+    with pytest.raises(ValueError, match="sample_id"):
+        train(tmp_path, tf_data(), compile_kwargs={"jit_compile": True})
+
+
+def test_run_eagerly_logs_the_trained_batch(tmp_path):
+    batches, history = train(tmp_path, tf_data(), compile_kwargs={"run_eagerly": True})
+    assert_all_steps_logged(batches)
+    rig.check_correspondence(_train_batches(batches), history)
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_steps_per_execution_attributes_each_step(tmp_path, jit_compile):
+    batches, history = train(
+        tmp_path,
+        tf_data(metadata="sample_id"),
+        filenames=True,
+        compile_kwargs={"steps_per_execution": 3, "jit_compile": jit_compile},
+    )
+    assert_all_steps_logged(batches)
+    rig.check_correspondence(_train_batches(batches), history)
+
+
+def test_steps_per_execution_with_a_sparse_schedule(tmp_path):
+    batches, history = train(
+        tmp_path,
+        tf_data(metadata="sample_id"),
+        filenames=True,
+        compile_kwargs={"steps_per_execution": 4},
+        logger_kwargs={"every_n_steps": 5, "log_steps": [3]},
+    )
+    assert [b.step for b in _train_batches(batches)] == [0, 3, 5, 10]
+    rig.check_correspondence(_train_batches(batches), history)
+
+
+class _RigPyDataset(keras.utils.PyDataset):
+    def __init__(self, seed: int):
+        super().__init__()
+        self.order = np.random.default_rng(seed).permutation(SAMPLES)
+        self.flips = np.random.default_rng(seed + 1).integers(0, 2, SAMPLES)
+
+    def __len__(self):
+        return -(-SAMPLES // BATCH)
+
+    def __getitem__(self, index):
+        ids = self.order[index * BATCH : (index + 1) * BATCH]
+        images = np.stack([_marked(i, self.flips[i]) for i in ids])
+        return {"image": images, "sample_id": ids}, ids % rig.CLASSES
+
+
+def _marked(sample_id: int, flip: int = 0) -> np.ndarray:
+    image = rig.raw_image(sample_id)
+    if flip:
+        image = image[:, ::-1]
+    image = image.copy()
+    image[rig.MARK_ROW] = 1.0
+    return image
+
+
+def test_pydataset_logs_the_trained_batch(tmp_path):
+    batches, history = train(tmp_path, _RigPyDataset(seed=3), filenames=True)
+    assert_all_steps_logged(batches)
+    rig.check_correspondence(_train_batches(batches), history)
+
+
+def test_numpy_arrays_with_shuffle_log_the_trained_batch(tmp_path):
+    ids = np.arange(SAMPLES)
+    x = {"image": np.stack([_marked(i) for i in ids]), "sample_id": ids}
+    batches, history = train(
+        tmp_path,
+        x,
+        filenames=True,
+        fit_kwargs={"y": ids % rig.CLASSES, "batch_size": BATCH, "shuffle": True},
+    )
+    assert_all_steps_logged(batches)
+    rig.check_correspondence(_train_batches(batches), history)
+    # shuffled: the logged order is not the array order
+    assert [s.sample_id for s in _train_batches(batches)[0].samples] != [0, 1, 2, 3, 4]
+
+
+def test_python_generator_logs_the_trained_batch(tmp_path):
+    def generate():
+        rng = np.random.default_rng(5)
+        while True:
+            order = rng.permutation(SAMPLES)
+            for start in range(0, SAMPLES, BATCH):
+                chosen = order[start : start + BATCH]
+                images = np.stack([_marked(i, rng.integers(0, 2)) for i in chosen])
+                yield {"image": images, "sample_id": chosen}, chosen % rig.CLASSES
+
+    batches, history = train(
+        tmp_path, generate(), filenames=True, fit_kwargs={"steps_per_epoch": 7}
+    )
+    assert_all_steps_logged(batches)
+    rig.check_correspondence(_train_batches(batches), history)
+
+
+def test_repeated_dataset_with_steps_per_epoch(tmp_path):
+    data = tf_data().repeat()
+    batches, history = train(tmp_path, data, fit_kwargs={"steps_per_epoch": 5})
+    assert_all_steps_logged(batches, steps=10)
+    assert [(b.epoch, b.batch) for b in _train_batches(batches)] == [
+        (e, i) for e in range(EPOCHS) for i in range(5)
+    ]
+    rig.check_correspondence(_train_batches(batches), history)
+
+
+@pytest.mark.parametrize("loss_kind", ["logits", "categorical", "binary", "multilabel"])
+def test_outputs_and_losses_of_each_classification_head(tmp_path, loss_kind):
+    batches, history = train(
+        tmp_path, tf_data(loss_kind=loss_kind), loss_kind=loss_kind
+    )
+    rig.check_correspondence(_train_batches(batches), history, loss_kind=loss_kind)
+    record = _train_batches(batches)[0].record
+    expected_task = {
+        "logits": "sparse_categorical",
+        "categorical": "categorical",
+        "binary": "binary",
+        "multilabel": "multilabel",
+    }[loss_kind]
+    assert record["task"] == expected_task
+    for sample in _train_batches(batches)[0].samples:
+        probabilities = [entry["probability"] for entry in sample.top_k]
+        assert all(0.0 <= p <= 1.0 for p in probabilities)
+        if loss_kind in ("logits", "categorical"):
+            assert sum(probabilities) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_regression_outputs_are_recorded_raw(tmp_path):
+    def to_example(image, sample_id):
+        return {"image": rig.augment(image), "sample_id": sample_id}, tf.cast(
+            sample_id, tf.float32
+        )
+
+    data = _ids_dataset().map(to_example).batch(BATCH)
+    keras.utils.set_random_seed(1)
+    recorder = rig.Recorder()
+    model = rig.make_model(recorder, output="linear")
+    model.compile("adam", "mse", jit_compile=False)
+    model.fit(
+        data,
+        epochs=1,
+        verbose=0,
+        callbacks=[BatchImageLogger(str(tmp_path), every_n_steps=1)],
+    )
+    batches = list(read_batches(str(tmp_path)))
+    assert batches
+    predictions = model.predict(data.map(lambda x, y: x["image"]), verbose=0)
+    assert predictions.shape[1] == 1
+    for batch in batches:
+        assert batch.record["task"] == "raw"
+        for sample in batch.samples:
+            sample_id = rig.decode_id(sample.image)
+            assert sample.label == [float(sample_id)]
+            (value,) = sample.prediction
+            assert sample.loss == pytest.approx((value - sample_id) ** 2, rel=1e-3)
+            assert sample.record["output_summary"]["shape"] == [1]
+
+
+def test_highest_loss_selection_keeps_the_hardest_samples(tmp_path):
+    batches, history = train(
+        tmp_path, tf_data(), logger_kwargs={"selection": "highest_loss"}
+    )
+    train_batches = _train_batches(batches)
+    rig.check_correspondence(train_batches, history)
+    for batch in train_batches:
+        losses = [s.loss for s in batch.samples]
+        assert losses == sorted(losses, reverse=True)
+
+
+def test_random_selection_keeps_distinct_real_samples(tmp_path):
+    batches, history = train(tmp_path, tf_data(), logger_kwargs={"selection": "random"})
+    rig.check_correspondence(_train_batches(batches), history)
+    positions = [tuple(s.position for s in b.samples) for b in _train_batches(batches)]
+    assert all(len(set(p)) == len(p) for p in positions)
+    assert any(p != tuple(range(len(p))) for p in positions)
+
+
+MIRRORED_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import keras
+    from tb_batch_images import BatchImageLogger, read_batches
+    from tests import rig
+    from tests.test_capture_correspondence import tf_data, SAMPLES
+
+    logdir = sys.argv[1]
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    with strategy.scope():
+        recorder = rig.Recorder()
+        model = rig.make_model(recorder)
+        model.compile("adam", "sparse_categorical_crossentropy", jit_compile=False)
+    model.fit(tf_data(metadata="sample_id"), epochs=2, verbose=0, callbacks=[
+        BatchImageLogger(logdir, every_n_steps=1, samples_per_batch=4,
+                         filenames=[rig.filename_of(i) for i in range(SAMPLES)])])
+    batches = [b for b in read_batches(logdir) if b.mode == "train"]
+    checked = rig.check_correspondence(batches, recorder.history())
+    print(json.dumps({"checked": checked, "steps": [b.step for b in batches],
+                      "replicas": batches[0].record["num_replicas"]}))
+    """
+)
+
+
+def test_mirrored_strategy_logs_replica_zeros_share(tmp_path):
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [sys.executable, "-c", MIRRORED_SCRIPT, str(tmp_path / "logs")],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root), "TF_CPP_MIN_LOG_LEVEL": "2"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["replicas"] == 2
+    assert summary["steps"] == list(range(STEPS))
+    assert summary["checked"] > 0

@@ -189,6 +189,7 @@ class BatchImageLogger(keras.callbacks.Callback):
         self._warning_texts: list[str] = []
         self._installed: dict[str, Any] = {}
         self._in_fit = False
+        self._fit_history = None
         self._epoch = 0
         self._epoch_base = 0
         self._train_begin_step = 0
@@ -204,6 +205,8 @@ class BatchImageLogger(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None) -> None:
         self._in_fit = True
+        # The History object of this fit() tells our wrappers which fit() is running.
+        self._fit_history = getattr(self.model, "history", None)
         self._global_step = _optimizer_step(self.model)
         self._epoch_base = self._global_step
         self._task, self._from_logits = predictions.task_from_loss(
@@ -252,10 +255,18 @@ class BatchImageLogger(keras.callbacks.Callback):
             self._writer.flush(status_extra=self._status_extra())
 
     def on_train_end(self, logs=None) -> None:
+        self._finish()
+
+    def _finish(self) -> None:
+        """Writes what is queued, stops the writer and restores the model.
+
+        Called by on_train_end, and when fit() ends with an exception or
+        KeyboardInterrupt inside a training step (Keras then skips on_train_end).
+        """
         self._in_fit = False
         self._uninstall()
         if self._writer is not None:
-            self._writer.close(status_extra=self._status_extra())
+            self._writer.close(timeout=60, status_extra=self._status_extra())
             self._writer = None
 
     def __del__(self):
@@ -349,13 +360,28 @@ class BatchImageLogger(keras.callbacks.Callback):
             return
 
         def wrapped(iterator):
+            if not self._in_fit or getattr(self.model, "history", None) is not (
+                self._fit_history
+            ):
+                # A later fit()/evaluate() without this logger, after a fit() that
+                # ended in an exception raised outside a step: step aside for good.
+                self._finish()
+                make = getattr(self.model, f"make_{name}")
+                make(force=True)
+                return getattr(self.model, name)(iterator)
             if mode not in self._buffers and mode not in self._disabled:
                 self._create_buffers(mode, iterator)
             buffers = self._buffers.get(mode)
             wanted = self._wanted(mode) if buffers is not None else []
             if wanted:
                 buffers.arm(wanted)
-            logs = function(iterator)
+            try:
+                logs = function(iterator)
+            except (StopIteration, tf.errors.OutOfRangeError):
+                raise  # the end of the data: Keras's normal control flow
+            except BaseException:
+                self._finish()  # KeyboardInterrupt or an error: keep what was logged
+                raise
             if wanted:
                 self._collect(mode, buffers)
                 buffers.disarm()

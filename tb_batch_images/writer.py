@@ -9,6 +9,7 @@ process loses at most the batch being written.
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import logging
 import queue
@@ -90,11 +91,13 @@ class BackgroundWriter:
         self._written: dict[str, int] = {}
         self._dropped: dict[str, dict[str, int]] = {}
         self._lock = threading.Lock()
-        self._broken_modes: set[str] = set()
         self._thread = threading.Thread(
             target=self._run, name="tb_batch_images-writer", daemon=True
         )
         self._thread.start()
+        # Drain the queue if the process exits without on_train_end (an exception,
+        # KeyboardInterrupt): atexit runs before daemon threads are stopped.
+        atexit.register(self.close, 30.0)
 
     # -- training thread ------------------------------------------------------
     def submit(self, batch: CapturedBatch) -> bool:
@@ -132,6 +135,7 @@ class BackgroundWriter:
 
     def close(self, timeout: float = 60.0, status_extra: dict | None = None) -> None:
         """Flushes, writes status and stops the thread. Safe to call twice."""
+        atexit.unregister(self.close)
         if not self._thread.is_alive():
             return
         self.flush(timeout, status_extra)
@@ -170,9 +174,6 @@ class BackgroundWriter:
 
     def _write_batch(self, batch: CapturedBatch) -> None:
         mode = batch.mode
-        if mode in self._broken_modes:
-            self.count_drop(mode, "error")
-            return
         try:
             elements = self._build_elements(
                 batch, self._written.get(mode, 0), self.dropped(mode)
@@ -204,9 +205,11 @@ class BackgroundWriter:
             )
 
     def _write_status(self, extra: dict) -> None:
-        for mode in list(self._writers):
-            if mode in self._broken_modes:
-                continue
+        extra = dict(extra)
+        step = int(extra.pop("step", 0))
+        with self._lock:
+            modes = sorted(set(self._writers) | set(self._dropped))
+        for mode in modes:
             record = {
                 "mode": mode,
                 "wall_time": time.time(),
@@ -216,10 +219,10 @@ class BackgroundWriter:
             }
             try:
                 write_summary(
-                    self._writers[mode],
+                    self._writer_for(mode),
                     fmt.STATUS_TAG,
                     fmt.KIND_STATUS,
-                    int(extra.get("step", 0)),
+                    step,
                     [fmt.encode_record(record)],
                 )
             except Exception as error:

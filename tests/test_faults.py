@@ -1,0 +1,238 @@
+"""Logging failures never stop training, and what was logged survives."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import warnings
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tb_batch_images import BatchImageLogger, read_batches
+from tb_batch_images import writer as writer_module
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _dataset(count: int = 40) -> tf.data.Dataset:
+    images = np.random.default_rng(0).uniform(0, 1, (count, 8, 8, 3)).astype("float32")
+    names = np.array([f"img_{i}.png" for i in range(count)], dtype=object)
+    return tf.data.Dataset.from_tensor_slices(
+        ({"image": images, "filename": names}, np.arange(count) % 2)
+    ).batch(4)
+
+
+def _model() -> keras.Model:
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 3)),
+            keras.layers.Flatten(),
+            keras.layers.Dense(2, "softmax"),
+        ]
+    )
+    model.compile("sgd", "sparse_categorical_crossentropy", jit_compile=False)
+    return model
+
+
+def _our_warnings(caught) -> list[str]:
+    return [str(w.message) for w in caught if "tb_batch_images" in str(w.message)]
+
+
+def test_unwritable_log_dir_warns_once_and_training_completes(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        history = _model().fit(
+            _dataset(),
+            epochs=2,
+            verbose=0,
+            callbacks=[BatchImageLogger(str(blocker / "logs"), every_n_steps=1)],
+        )
+    assert len(history.history["loss"]) == 2
+    messages = _our_warnings(caught)
+    assert len(messages) == 1, messages
+    assert "could not write" in messages[0] and "training goes on" in messages[0]
+
+
+def test_a_writer_failing_mid_run_warns_once_and_keeps_what_was_written(
+    tmp_path, monkeypatch
+):
+    real_write = writer_module.write_summary
+    calls = {"batches": 0}
+
+    def failing_write(summary_writer, tag, kind, step, elements):
+        if tag == "batch_images":
+            calls["batches"] += 1
+            if calls["batches"] > 3:
+                raise OSError(28, "No space left on device")
+        return real_write(summary_writer, tag, kind, step, elements)
+
+    monkeypatch.setattr(writer_module, "write_summary", failing_write)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        history = _model().fit(
+            _dataset(),
+            epochs=2,
+            verbose=0,
+            callbacks=[BatchImageLogger(str(tmp_path), every_n_steps=1)],
+        )
+    assert len(history.history["loss"]) == 2
+    messages = _our_warnings(caught)
+    assert len(messages) == 1 and "No space left" in messages[0]
+    batches = list(read_batches(str(tmp_path)))
+    assert [b.step for b in batches] == [0, 1, 2]
+
+
+def test_status_records_count_what_was_dropped(tmp_path, monkeypatch):
+    real_write = writer_module.write_summary
+
+    def failing_write(summary_writer, tag, kind, step, elements):
+        if tag == "batch_images" and step % 2:
+            raise OSError("flaky storage")
+        return real_write(summary_writer, tag, kind, step, elements)
+
+    monkeypatch.setattr(writer_module, "write_summary", failing_write)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _model().fit(
+            _dataset(),
+            epochs=1,
+            verbose=0,
+            callbacks=[BatchImageLogger(str(tmp_path), every_n_steps=1)],
+        )
+    from tensorboard.backend.event_processing import plugin_event_multiplexer
+    from tensorboard.util import tensor_util
+
+    from tb_batch_images import format as fmt
+
+    multiplexer = plugin_event_multiplexer.EventMultiplexer(
+        tensor_size_guidance={fmt.PLUGIN_NAME: 0}
+    )
+    multiplexer.AddRunsFromDirectory(str(tmp_path))
+    multiplexer.Reload()
+    events = multiplexer.Tensors("train", fmt.STATUS_TAG)
+    status = fmt.decode_record(tensor_util.make_ndarray(events[-1].tensor_proto)[0])
+    assert status["batches_written"] == 5
+    assert status["dropped"]["error"] == 5
+    assert any("flaky storage" in w for w in status["warnings"])
+    assert [b.step for b in read_batches(str(tmp_path))] == [0, 2, 4, 6, 8]
+
+
+def test_a_full_queue_drops_and_counts_without_blocking(tmp_path, monkeypatch):
+    real_write = writer_module.write_summary
+
+    def slow_write(*args):
+        import time
+
+        time.sleep(0.3)
+        return real_write(*args)
+
+    monkeypatch.setattr(writer_module, "write_summary", slow_write)
+    with pytest.warns(RuntimeWarning, match="dropped"):
+        _model().fit(
+            _dataset(),
+            epochs=1,
+            verbose=0,
+            callbacks=[BatchImageLogger(str(tmp_path), every_n_steps=1, max_queue=1)],
+        )
+    batches = list(read_batches(str(tmp_path)))
+    assert 1 <= len(batches) < 10
+    assert batches[-1].record["dropped"]["queue_full"] > 0
+
+
+KILL_SCRIPT = textwrap.dedent(
+    """
+    import os, signal, sys
+    import keras, numpy as np
+    from tb_batch_images import BatchImageLogger
+    from tests.test_faults import _dataset, _model
+
+    class KillAt(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            print("flushed epoch", epoch, flush=True)
+        def on_train_batch_end(self, batch, logs=None):
+            if self.params and batch == 4 and self.model.optimizer.iterations >= 15:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    _model().fit(_dataset(), epochs=3, verbose=0, callbacks=[
+        BatchImageLogger(sys.argv[1], every_n_steps=1), KillAt()])
+    """
+)
+
+
+def _run_script(script: str, logdir: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", script, str(logdir)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_sigkill_keeps_every_batch_flushed_before_the_kill(tmp_path):
+    result = _run_script(KILL_SCRIPT, tmp_path)
+    assert result.returncode == -9, result.stderr[-3000:]
+    assert "flushed epoch 0" in result.stdout
+    batches = list(read_batches(str(tmp_path)))
+    steps = [b.step for b in batches]
+    # Epoch 0 (steps 0-9) was flushed at its end: every batch of it reads back,
+    # complete, even though the last event file was cut off mid-run.
+    assert steps[:10] == list(range(10))
+    assert steps == list(range(len(steps)))
+    assert all(len(b.samples) == 4 for b in batches)
+
+
+INTERRUPT_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    import keras
+    from tb_batch_images import BatchImageLogger
+    from tests.test_faults import _dataset, _model
+
+    class InterruptAt(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 6:
+                raise KeyboardInterrupt
+
+    _model().fit(_dataset(), epochs=1, verbose=0, callbacks=[
+        BatchImageLogger(sys.argv[1], every_n_steps=1), InterruptAt()])
+    """
+)
+
+
+def test_keyboard_interrupt_keeps_what_was_logged(tmp_path):
+    result = _run_script(INTERRUPT_SCRIPT, tmp_path)
+    assert result.returncode != 0 and "KeyboardInterrupt" in result.stderr
+    assert [b.step for b in read_batches(str(tmp_path))] == list(range(7))
+
+
+def test_an_error_inside_fit_restores_the_model(tmp_path):
+    model = _model()
+    original_step = model.train_step
+
+    class Explode(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            if batch == 3:
+                self.model.stop_training = True
+                raise RuntimeError("boom")
+
+    logger = BatchImageLogger(str(tmp_path), every_n_steps=1)
+    with pytest.raises(RuntimeError, match="boom"):
+        model.fit(_dataset(), epochs=1, verbose=0, callbacks=[logger, Explode()])
+    # The next fit, without the logger, trains normally on the same data.
+    model.fit(
+        _dataset().map(lambda x, y: (x["image"], y)),
+        epochs=1,
+        verbose=0,
+    )
+    assert model.train_step.__func__ is original_step.__func__
+    assert [b.step for b in read_batches(str(tmp_path))][:3] == [0, 1, 2]

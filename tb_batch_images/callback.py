@@ -252,6 +252,7 @@ class BatchImageLogger(keras.callbacks.Callback):
         if train_buffers is not None:
             self._global_step = train_buffers.read_counter()
         if self._writer is not None:
+            # Bounded by max_queue: at most a few batches left to write.
             self._writer.flush(status_extra=self._status_extra())
 
     def on_train_end(self, logs=None) -> None:
@@ -375,6 +376,8 @@ class BatchImageLogger(keras.callbacks.Callback):
             wanted = self._wanted(mode) if buffers is not None else []
             if wanted:
                 buffers.arm(wanted)
+            elif buffers is not None and buffers.armed:
+                buffers.disarm()
             try:
                 logs = function(iterator)
             except (StopIteration, tf.errors.OutOfRangeError):
@@ -384,7 +387,6 @@ class BatchImageLogger(keras.callbacks.Callback):
                 raise
             if wanted:
                 self._collect(mode, buffers)
-                buffers.disarm()
             return logs
 
         wrapped._tb_batch_images = True

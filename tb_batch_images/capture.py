@@ -307,6 +307,7 @@ class ModeBuffers:
         self.label_shape: list[int] | None = None
         self.output_shape: list[int] | None = None
         self.has_loss = False
+        self._reader = None  # built on first collect, after the step was traced
 
         def variable(initial, dtype, name):
             return tf.Variable(
@@ -323,6 +324,7 @@ class ModeBuffers:
         self.want = variable(
             tf.fill([slots], tf.constant(-1, tf.int64)), tf.int64, "want"
         )
+        self.armed: list[int] | None = None  # what `want` holds, mirrored on the host
         self.filled_step = variable(
             tf.fill([slots], tf.constant(-1, tf.int64)), tf.int64, "filled_step"
         )
@@ -485,42 +487,33 @@ class ModeBuffers:
     def arm(self, wanted: list[int]) -> None:
         """Sets the counter values (steps) to capture in the next execution."""
         padded = (wanted + [-1] * self.slots)[: self.slots]
-        self.want.assign(np.asarray(padded, np.int64))
-        self.filled_step.assign(np.full([self.slots], -1, np.int64))
+        if padded != self.armed:
+            self.want.assign(np.asarray(padded, np.int64))
+            self.armed = padded
 
     def disarm(self) -> None:
-        self.want.assign(np.full([self.slots], -1, np.int64))
+        self.arm([])
+        self.armed = None
 
     def read_counter(self) -> int:
         return int(self.counter.numpy())
 
     def set_counter(self, value: int) -> None:
+        """Restarts the step count (validation runs); forgets earlier captures."""
         self.counter.assign(value)
+        self.filled_step.assign(np.full([self.slots], -1, np.int64))
 
     def collect(self) -> list[dict[str, Any]]:
-        """Copies every filled slot to host memory, one dict per captured step."""
-        filled = self.filled_step.numpy()
-        wanted = set(int(v) for v in self.want.numpy() if v >= 0)
+        """Copies every filled slot to host memory, one dict per captured step.
+
+        Counter values are unique within a run (validation restarts its count
+        with `set_counter`, which clears `filled_step`), so a slot whose step is
+        wanted was filled in this execution.
+        """
+        arrays = {name: value.numpy() for name, value in self._read_all().items()}
+        wanted = {v for v in self.armed or [] if v >= 0}
+        filled = arrays.pop("filled_step")
         slots = [i for i, step in enumerate(filled) if int(step) in wanted]
-        if not slots:
-            return []
-        arrays = {
-            "count": self.count.numpy(),
-            "batch_size": self.batch_size.numpy(),
-            "positions": self.positions.numpy(),
-            "images": self.images.numpy(),
-            "image_stats": self.image_stats.numpy(),
-            "labels": self.labels.numpy() if self.label_shape is not None else None,
-            "outputs": self.outputs.numpy() if self.output_shape is not None else None,
-            "output_stats": (
-                self.output_stats.numpy() if self.output_shape is not None else None
-            ),
-            "losses": self.losses.numpy() if self.has_loss else None,
-            "sample_ids": self.sample_ids.numpy()
-            if self.layout.has_sample_id
-            else None,
-            "filenames": self.filenames.numpy() if self.filenames is not None else None,
-        }
         captured = []
         for slot in slots:
             count = int(arrays["count"][slot])
@@ -528,18 +521,45 @@ class ModeBuffers:
                 "counter": int(filled[slot]),
                 "batch_size": int(arrays["batch_size"][slot]),
             }
-            for name in (
-                "positions",
-                "images",
-                "image_stats",
-                "labels",
-                "outputs",
-                "output_stats",
-                "losses",
-                "sample_ids",
-                "filenames",
-            ):
-                value = arrays[name]
+            for name in _PER_SAMPLE:
+                value = arrays.get(name)
                 item[name] = None if value is None else value[slot, :count]
             captured.append(item)
         return captured
+
+    def _readable(self) -> dict[str, tf.Variable]:
+        names = ["filled_step", "count", "batch_size", "positions", "images"]
+        names.append("image_stats")
+        if self.label_shape is not None:
+            names.append("labels")
+        if self.output_shape is not None:
+            names += ["outputs", "output_stats"]
+        if self.has_loss:
+            names.append("losses")
+        if self.layout.has_sample_id:
+            names.append("sample_ids")
+        if self.filenames is not None:
+            names.append("filenames")
+        return {name: getattr(self, name) for name in names}
+
+    def _read_all(self) -> dict[str, tf.Tensor]:
+        """All capture variables in one call (one host round trip, one snapshot)."""
+        if self._reader is None:
+            variables = self._readable()
+            self._reader = tf.function(
+                lambda: {name: v.read_value() for name, v in variables.items()}
+            )
+        return self._reader()
+
+
+_PER_SAMPLE = (
+    "positions",
+    "images",
+    "image_stats",
+    "labels",
+    "outputs",
+    "output_stats",
+    "losses",
+    "sample_ids",
+    "filenames",
+)

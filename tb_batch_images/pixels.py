@@ -77,12 +77,11 @@ def to_uint8(
         if pixels.ndim == 3:
             pixels = pixels[..., None]
         if pixels.dtype != np.uint8:
-            pixels = np.clip(np.nan_to_num(pixels.astype(np.float64)), 0, 255)
+            pixels = np.clip(np.nan_to_num(pixels.astype(np.float32)), 0, 255)
             pixels = np.round(pixels).astype(np.uint8)
         return pixels, flags, None
 
-    values = values.astype(np.float64)
-    values = np.nan_to_num(values, nan=0.0, posinf=np.inf, neginf=-np.inf)
+    values = np.nan_to_num(values.astype(np.float32, copy=False), nan=0.0)
     used_range = value_range or choose_value_range(dtype, image_stats)
     if used_range is None:
         # Matches no known range (e.g. mean/std normalised): stretch per sample.

@@ -37,7 +37,7 @@ def fit_images(tmp_path, images, labels=None, filenames=None, classes=2, **optio
     dataset = tf.data.Dataset.from_tensor_slices((x, labels)).batch(4)
     model = _mean_model(images.shape[1:], dtype=images.dtype.name, classes=classes)
     model.compile("sgd", "sparse_categorical_crossentropy", jit_compile=False)
-    options = {"every_n_steps": 1, **options}
+    options = {"every_n_steps": 1, "max_queue": 1000, **options}
     history = model.fit(
         dataset,
         epochs=1,

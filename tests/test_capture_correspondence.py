@@ -105,7 +105,13 @@ def train(
         loss=LOSSES[loss_kind],
         **{"jit_compile": False, **(compile_kwargs or {})},
     )
-    options = {"every_n_steps": 1, "samples_per_batch": 5, **(logger_kwargs or {})}
+    # A queue that never fills: these tests check every step, not drop behaviour.
+    options = {
+        "every_n_steps": 1,
+        "samples_per_batch": 5,
+        "max_queue": 1000,
+        **(logger_kwargs or {}),
+    }
     logger = BatchImageLogger(
         str(tmp_path / "logs"),
         filenames=[rig.filename_of(i) for i in range(SAMPLES)] if filenames else None,
@@ -330,7 +336,7 @@ def test_regression_outputs_are_recorded_raw(tmp_path):
         data,
         epochs=1,
         verbose=0,
-        callbacks=[BatchImageLogger(str(tmp_path), every_n_steps=1)],
+        callbacks=[BatchImageLogger(str(tmp_path), every_n_steps=1, max_queue=1000)],
     )
     batches = list(read_batches(str(tmp_path)))
     assert batches
@@ -384,7 +390,7 @@ MIRRORED_SCRIPT = textwrap.dedent(
         model = rig.make_model(recorder)
         model.compile("adam", "sparse_categorical_crossentropy", jit_compile=False)
     model.fit(tf_data(metadata="sample_id"), epochs=2, verbose=0, callbacks=[
-        BatchImageLogger(logdir, every_n_steps=1, samples_per_batch=4,
+        BatchImageLogger(logdir, every_n_steps=1, samples_per_batch=4, max_queue=1000,
                          filenames=[rig.filename_of(i) for i in range(SAMPLES)])])
     batches = [b for b in read_batches(logdir) if b.mode == "train"]
     checked = rig.check_correspondence(batches, recorder.history())

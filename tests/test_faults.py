@@ -53,7 +53,9 @@ def test_unwritable_log_dir_warns_once_and_training_completes(tmp_path):
             _dataset(),
             epochs=2,
             verbose=0,
-            callbacks=[BatchImageLogger(str(blocker / "logs"), every_n_steps=1)],
+            callbacks=[
+                BatchImageLogger(str(blocker / "logs"), every_n_steps=1, max_queue=1000)
+            ],
         )
     assert len(history.history["loss"]) == 2
     messages = _our_warnings(caught)
@@ -81,7 +83,9 @@ def test_a_writer_failing_mid_run_warns_once_and_keeps_what_was_written(
             _dataset(),
             epochs=2,
             verbose=0,
-            callbacks=[BatchImageLogger(str(tmp_path), every_n_steps=1)],
+            callbacks=[
+                BatchImageLogger(str(tmp_path), every_n_steps=1, max_queue=1000)
+            ],
         )
     assert len(history.history["loss"]) == 2
     messages = _our_warnings(caught)
@@ -105,7 +109,9 @@ def test_status_records_count_what_was_dropped(tmp_path, monkeypatch):
             _dataset(),
             epochs=1,
             verbose=0,
-            callbacks=[BatchImageLogger(str(tmp_path), every_n_steps=1)],
+            callbacks=[
+                BatchImageLogger(str(tmp_path), every_n_steps=1, max_queue=1000)
+            ],
         )
     from tensorboard.backend.event_processing import plugin_event_multiplexer
     from tensorboard.util import tensor_util
@@ -162,7 +168,7 @@ KILL_SCRIPT = textwrap.dedent(
                 os.kill(os.getpid(), signal.SIGKILL)
 
     _model().fit(_dataset(), epochs=3, verbose=0, callbacks=[
-        BatchImageLogger(sys.argv[1], every_n_steps=1), KillAt()])
+        BatchImageLogger(sys.argv[1], every_n_steps=1, max_queue=1000), KillAt()])
     """
 )
 
@@ -204,7 +210,7 @@ INTERRUPT_SCRIPT = textwrap.dedent(
                 raise KeyboardInterrupt
 
     _model().fit(_dataset(), epochs=1, verbose=0, callbacks=[
-        BatchImageLogger(sys.argv[1], every_n_steps=1), InterruptAt()])
+        BatchImageLogger(sys.argv[1], every_n_steps=1, max_queue=1000), InterruptAt()])
     """
 )
 
@@ -225,7 +231,7 @@ def test_an_error_inside_fit_restores_the_model(tmp_path):
                 self.model.stop_training = True
                 raise RuntimeError("boom")
 
-    logger = BatchImageLogger(str(tmp_path), every_n_steps=1)
+    logger = BatchImageLogger(str(tmp_path), every_n_steps=1, max_queue=1000)
     with pytest.raises(RuntimeError, match="boom"):
         model.fit(_dataset(), epochs=1, verbose=0, callbacks=[logger, Explode()])
     # The next fit, without the logger, trains normally on the same data.

@@ -16,7 +16,7 @@ import tensorflow as tf
 from tb_batch_images import capture, predictions
 from tb_batch_images import format as fmt
 from tb_batch_images import pixels as pixel_utils
-from tb_batch_images.writer import BackgroundWriter, CapturedBatch
+from tb_batch_images.writer import BackgroundWriter, CapturedBatch, merge_batches
 
 _log = logging.getLogger("tb_batch_images")
 
@@ -190,6 +190,7 @@ class BatchImageLogger(keras.callbacks.Callback):
         self._installed: dict[str, Any] = {}
         self._in_fit = False
         self._fit_history = None
+        self._pending_validation: list[CapturedBatch] = []
         self._epoch = 0
         self._epoch_base = 0
         self._train_begin_step = 0
@@ -246,6 +247,11 @@ class BatchImageLogger(keras.callbacks.Callback):
 
     def on_test_batch_begin(self, batch: int, logs=None) -> None:
         self._test_begin_step = batch
+
+    def on_test_end(self, logs=None) -> None:
+        if self._pending_validation and self._writer is not None:
+            self._writer.submit(merge_batches(self._pending_validation))
+        self._pending_validation = []
 
     def on_epoch_end(self, epoch: int, logs=None) -> None:
         train_buffers = self._buffers.get("train")
@@ -469,26 +475,28 @@ class BatchImageLogger(keras.callbacks.Callback):
                 filenames = [
                     n.decode("utf-8", errors="replace") for n in item["filenames"]
                 ]
-            self._writer.submit(
-                CapturedBatch(
-                    mode=mode,
-                    step=int(step),
-                    epoch=self._epoch,
-                    batch=int(batch),
-                    wall_time=time.time(),
-                    batch_size=item["batch_size"],
-                    positions=item["positions"],
-                    images=item["images"],
-                    image_stats=item["image_stats"],
-                    labels=item["labels"],
-                    outputs=item["outputs"],
-                    output_stats=item["output_stats"],
-                    losses=item["losses"],
-                    sample_ids=item["sample_ids"],
-                    filenames=filenames,
-                    num_replicas=int(strategy.num_replicas_in_sync),
-                )
+            captured_batch = CapturedBatch(
+                mode=mode,
+                step=int(step),
+                epoch=self._epoch,
+                batch=int(batch),
+                wall_time=time.time(),
+                batch_size=item["batch_size"],
+                positions=item["positions"],
+                images=item["images"],
+                image_stats=item["image_stats"],
+                labels=item["labels"],
+                outputs=item["outputs"],
+                output_stats=item["output_stats"],
+                losses=item["losses"],
+                sample_ids=item["sample_ids"],
+                filenames=filenames,
+                num_replicas=int(strategy.num_replicas_in_sync),
             )
+            if mode == "train":
+                self._writer.submit(captured_batch)
+            else:  # written together at on_test_end: one record per step
+                self._pending_validation.append(captured_batch)
 
     # -- the background thread's work ---------------------------------------------------
     def _build_elements(
@@ -538,6 +546,11 @@ class BatchImageLogger(keras.callbacks.Callback):
             samples.append(
                 {
                     "position": int(batch.positions[i]),
+                    "batch": int(
+                        batch.batch
+                        if batch.sample_batches is None
+                        else batch.sample_batches[i]
+                    ),
                     "sample_id": sample_id,
                     "filename": self._filename(batch, i, sample_id),
                     **fields,

@@ -124,7 +124,7 @@ class BatchImagesPlugin(base_plugin.TBPlugin):
     @_route
     def _serve_steps(self, request: wrappers.Request) -> wrappers.Response:
         ctx, experiment = _context(request)
-        run, tag = _string(request, "run"), _tag(request)
+        run, tag = _required(request, "run"), _tag(request)
         offset = _integer(request, "offset", default=0, minimum=0)
         limit = _integer(request, "limit", default=1000, minimum=1, maximum=_MAX_PAGE)
         series = self._data.batch_series(ctx, experiment, run, tag)
@@ -147,7 +147,7 @@ class BatchImagesPlugin(base_plugin.TBPlugin):
     def _serve_samples(self, request: wrappers.Request) -> wrappers.Response:
         ctx, experiment = _context(request)
         run, tag, step = (
-            _string(request, "run"),
+            _required(request, "run"),
             _tag(request),
             _integer(request, "step"),
         )
@@ -160,13 +160,11 @@ class BatchImagesPlugin(base_plugin.TBPlugin):
         ctx, experiment = _context(request)
         try:
             run, tag, step, wall_time, index = plugin_data.parse_image_key(
-                _string(request, "key")
+                _required(request, "key")
             )
         except ValueError:
             raise errors.InvalidArgumentError("parameter 'key' is malformed") from None
-        ref = self._data.step_ref(ctx, experiment, run, tag, step)
-        if ref.wall_time != wall_time:  # the run was written again since
-            raise errors.NotFoundError("no image for this key")
+        ref = self._data.step_ref(ctx, experiment, run, tag, step, wall_time)
         mime_type = self._data.step_info(ctx, run, tag, ref).mime_type
         response = http_util.Respond(
             request,
@@ -180,7 +178,7 @@ class BatchImagesPlugin(base_plugin.TBPlugin):
     @_route
     def _serve_history(self, request: wrappers.Request) -> wrappers.Response:
         ctx, experiment = _context(request)
-        filename = _string(request, "filename", required=False)
+        filename = _optional(request, "filename")
         sample_id = None
         if request.args.get("sample_id"):
             sample_id = _integer(request, "sample_id")
@@ -188,7 +186,7 @@ class BatchImagesPlugin(base_plugin.TBPlugin):
             raise errors.InvalidArgumentError(
                 "give exactly one of the parameters 'filename' and 'sample_id'"
             )
-        runs_text = _string(request, "runs", required=False)
+        runs_text = _optional(request, "runs")
         limit = _integer(request, "limit", default=1000, minimum=1, maximum=_MAX_PAGE)
         found = self._data.history(
             ctx,
@@ -244,18 +242,21 @@ def _context(request: wrappers.Request) -> tuple[Any, str]:
     )
 
 
-def _string(request: wrappers.Request, name: str, *, required: bool = True) -> Any:
-    """A string parameter; a missing or empty required one is a 400 naming it."""
+def _required(request: wrappers.Request, name: str) -> str:
+    """A string parameter; missing or empty is a 400 naming it."""
     value = request.args.get(name)
     if not value:
-        if required:
-            raise errors.InvalidArgumentError(f"missing parameter {name!r}")
-        return None
+        raise errors.InvalidArgumentError(f"missing parameter {name!r}")
     return value
 
 
+def _optional(request: wrappers.Request, name: str) -> str | None:
+    """A string parameter, None when missing or empty."""
+    return request.args.get(name) or None
+
+
 def _tag(request: wrappers.Request) -> str:
-    return _string(request, "tag", required=False) or fmt.BATCHES_TAG
+    return _optional(request, "tag") or fmt.BATCHES_TAG
 
 
 def _integer(

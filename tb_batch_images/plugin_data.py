@@ -239,6 +239,8 @@ class BatchImagesData:
             self._forget_missing(listing)
         metadatum = listing.get(run, {}).get(tag)
         if metadatum is None or _kind(metadatum) != fmt.KIND_BATCHES:
+            with self._lock:
+                self._series.pop((run, tag), None)
             if not known and run not in listing:
                 raise errors.NotFoundError(f"unknown run {run!r}")
             raise errors.NotFoundError(f"run {run!r} has no batch_images tag {tag!r}")
@@ -248,24 +250,30 @@ class BatchImagesData:
         return refreshed[0]
 
     def step_ref(
-        self, ctx: Any, experiment: str, run: str, tag: str, step: int
+        self,
+        ctx: Any,
+        experiment: str,
+        run: str,
+        tag: str,
+        step: int,
+        wall_time: float | None = None,
     ) -> StepRef:
-        """A kept step of a batches series; NotFoundError if there is none.
+        """A kept step of a batches series (at `wall_time`, if given), else NotFoundError.
 
         A step already seen is answered from the cache without asking the provider:
         its content cannot change.
         """
         with self._lock:
             cached = self._series.get((run, tag))
-        if (
-            cached is not None
-            and cached.kind == fmt.KIND_BATCHES
-            and step in cached.by_step
-        ):
-            return cached.by_step[step]
-        ref = self.batch_series(ctx, experiment, run, tag).by_step.get(step)
+        ref = cached.by_step.get(step) if cached is not None else None
+        if ref is None or (wall_time is not None and ref.wall_time != wall_time):
+            ref = self.batch_series(ctx, experiment, run, tag).by_step.get(step)
         if ref is None:
             raise errors.NotFoundError(f"run {run!r} has no step {step} (tag {tag!r})")
+        if wall_time is not None and ref.wall_time != wall_time:
+            raise errors.NotFoundError(
+                f"no such image: step {step} of run {run!r} holds other content"
+            )
         return ref
 
     def _forget_missing(self, listing: dict[str, dict[str, Any]]) -> None:

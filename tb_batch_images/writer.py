@@ -50,6 +50,42 @@ class CapturedBatch:
     filenames: list[str] | None
     replica: int = 0
     num_replicas: int = 1
+    sample_batches: np.ndarray | None = None  # [n] batch of each sample, if several
+
+
+def merge_batches(batches: list[CapturedBatch]) -> CapturedBatch:
+    """One record for several batches of a validation run (one summary per step).
+
+    TensorBoard keeps one value per (run, tag, step), and every batch of a validation
+    run happens at the same training step: their samples share one record.
+    """
+    if len(batches) == 1:
+        return batches[0]
+
+    def joined(name: str):
+        values = [getattr(b, name) for b in batches]
+        return None if any(v is None for v in values) else np.concatenate(values)
+
+    first = batches[0]
+    filenames = None
+    if all(b.filenames is not None for b in batches):
+        filenames = [name for b in batches for name in b.filenames]
+    return dataclasses.replace(
+        first,
+        batch_size=sum(b.batch_size for b in batches),
+        positions=joined("positions"),
+        images=joined("images"),
+        image_stats=joined("image_stats"),
+        labels=joined("labels"),
+        outputs=joined("outputs"),
+        output_stats=joined("output_stats"),
+        losses=joined("losses"),
+        sample_ids=joined("sample_ids"),
+        filenames=filenames,
+        sample_batches=np.concatenate(
+            [np.full(len(b.positions), b.batch) for b in batches]
+        ),
+    )
 
 
 def write_summary(

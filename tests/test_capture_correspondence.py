@@ -170,6 +170,25 @@ def test_validation_batches_are_the_first_validation_batch_each_epoch(tmp_path):
             rig.check_label_and_loss(sample, sample_id, "sparse")
 
 
+def test_several_validation_batches_share_one_record_per_validation_run(tmp_path):
+    validation = tf_data(shuffle_seed=None).take(3)  # ids 0..23 in order
+    batches, _ = train(
+        tmp_path,
+        tf_data(),
+        validation_data=validation,
+        logger_kwargs={"validation_batches": 3, "samples_per_batch": 8},
+    )
+    validation_batches = [b for b in batches if b.mode == "validation"]
+    assert [b.step for b in validation_batches] == [7, 14]
+    for batch in validation_batches:
+        assert batch.batch_size == 24
+        assert [s.record["batch"] for s in batch.samples] == [0] * 8 + [1] * 8 + [2] * 8
+        for sample in batch.samples:
+            sample_id = rig.decode_id(sample.image)
+            assert sample_id == sample.record["batch"] * BATCH + sample.position
+            assert sample.filename == rig.filename_of(sample_id)
+
+
 def test_negative_control_a_shift_by_one_batch_is_caught(tmp_path):
     batches, history = train(tmp_path, tf_data())
     train_batches = _train_batches(batches)[:-1]

@@ -1,0 +1,242 @@
+"""Writes a synthetic tb-batch-images log directory: R runs x S steps x k images.
+
+Every step goes through the real writer code path (`tb_batch_images.writer.write_summary`
+with records from `tb_batch_images.format.encode_record`), so TensorBoard reads exactly
+what `BatchImageLogger` writes; only the training is skipped. Images are drawn from a
+small pool of pre-encoded PNGs, which keeps generation fast; their bytes are real PNGs.
+
+Usage:
+    .venv/bin/python -m benchmarks.make_logdir OUT_DIR --runs 10 --steps 1000 --images 16
+
+Runs are `run_000/train`, `run_001/train`, ... Sample ids come from a dataset of
+`--dataset-size` samples (filenames `img_00042.png`), so a sample appears at many steps
+and in every run, as the history route expects.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+
+from tb_batch_images import format as fmt
+from tb_batch_images.writer import write_summary
+
+CLASS_NAMES = ["cat", "dog", "bird"]
+
+
+def encode_png(pixels: np.ndarray) -> bytes:
+    """PNG bytes of an HxWxC uint8 array."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def png_pool(count: int, image_size: int, seed: int = 0) -> list[bytes]:
+    """`count` distinct random RGB PNGs of image_size x image_size pixels."""
+    rng = np.random.default_rng(seed)
+    shape = (image_size, image_size, 3)
+    return [
+        encode_png(rng.integers(0, 256, shape, dtype=np.uint8)) for _ in range(count)
+    ]
+
+
+def batch_record(
+    *,
+    mode: str,
+    step: int,
+    epoch: int,
+    batch: int,
+    sequence: int,
+    sample_ids: list[int],
+    image_size: int,
+    wall_time: float | None = None,
+    batch_size: int | None = None,
+    rng: random.Random | None = None,
+) -> dict[str, Any]:
+    """A complete batch record as docs/format.md describes it (sparse classes)."""
+    rng = rng or random.Random(step)
+    samples = []
+    for position, sample_id in enumerate(sample_ids):
+        label = sample_id % len(CLASS_NAMES)
+        weights = [rng.random() for _ in CLASS_NAMES]
+        probabilities = [weight / sum(weights) for weight in weights]
+        ranked = sorted(range(len(CLASS_NAMES)), key=lambda c: -probabilities[c])
+        prediction = ranked[0]
+        samples.append(
+            {
+                "position": position,
+                "sample_id": sample_id,
+                "filename": f"img_{sample_id:05d}.png",
+                "label": label,
+                "label_name": CLASS_NAMES[label],
+                "prediction": prediction,
+                "prediction_name": CLASS_NAMES[prediction],
+                "confidence": probabilities[prediction],
+                "correct": prediction == label,
+                "top_k": [
+                    {
+                        "class": c,
+                        "name": CLASS_NAMES[c],
+                        "probability": probabilities[c],
+                    }
+                    for c in ranked
+                ],
+                "output_summary": None,
+                "loss": rng.random() * 3,
+                "flags": [],
+                "image_shape": [image_size, image_size, 3],
+            }
+        )
+    return {
+        "mode": mode,
+        "step": step,
+        "epoch": epoch,
+        "batch": batch,
+        "wall_time": time.time() if wall_time is None else wall_time,
+        "sequence": sequence,
+        "batch_size": batch_size or len(sample_ids),
+        "samples_logged": len(samples),
+        "selection": "first",
+        "replica": 0,
+        "num_replicas": 1,
+        "task": "sparse_categorical",
+        "class_names": CLASS_NAMES,
+        "num_classes": len(CLASS_NAMES),
+        "image_key": None,
+        "input_shape": [image_size, image_size, 3],
+        "input_dtype": "float32",
+        "input_layout": "HWC",
+        "value_range": [0.0, 1.0],
+        "image_format": "png",
+        "dropped": {"queue_full": 0, "error": 0, "not_image": 0},
+        "samples": samples,
+    }
+
+
+def status_record(mode: str, batches_written: int) -> dict[str, Any]:
+    """A status record as the logger writes at the end of an epoch or of training."""
+    return {
+        "mode": mode,
+        "wall_time": time.time(),
+        "batches_written": batches_written,
+        "dropped": {"queue_full": 0, "error": 0, "not_image": 0},
+        "warnings": [],
+    }
+
+
+def write_run(
+    run_dir: str | Path,
+    *,
+    steps: int,
+    images_per_step: int,
+    image_size: int = 32,
+    mode: str = "train",
+    steps_per_epoch: int = 100,
+    step_stride: int = 1,
+    dataset_size: int = 2000,
+    first_step: int = 0,
+    write_status: bool = True,
+    pool: list[bytes] | None = None,
+    seed: int = 0,
+) -> None:
+    """Writes `steps` logged batches (and a final status record) to one run directory."""
+    rng = random.Random(seed)
+    pool = pool or png_pool(64, image_size, seed)
+    writer = tf.summary.create_file_writer(str(run_dir), max_queue=1000)
+    try:
+        for sequence in range(steps):
+            step = first_step + sequence * step_stride
+            sample_ids = rng.sample(range(dataset_size), images_per_step)
+            record = batch_record(
+                mode=mode,
+                step=step,
+                epoch=step // steps_per_epoch,
+                batch=step % steps_per_epoch,
+                sequence=sequence,
+                sample_ids=sample_ids,
+                image_size=image_size,
+                rng=rng,
+            )
+            images = [pool[sample_id % len(pool)] for sample_id in sample_ids]
+            write_summary(
+                writer,
+                fmt.BATCHES_TAG,
+                fmt.KIND_BATCHES,
+                step,
+                [fmt.encode_record(record), *images],
+            )
+        if write_status:
+            last_step = first_step + max(steps - 1, 0) * step_stride
+            write_summary(
+                writer,
+                fmt.STATUS_TAG,
+                fmt.KIND_STATUS,
+                last_step,
+                [fmt.encode_record(status_record(mode, steps))],
+            )
+    finally:
+        writer.close()
+
+
+def make_logdir(
+    out_dir: str | Path,
+    *,
+    runs: int,
+    steps: int,
+    images_per_step: int,
+    image_size: int = 32,
+    dataset_size: int = 2000,
+) -> list[str]:
+    """Writes `runs` runs named `run_NNN/train`; returns their directories."""
+    pool = png_pool(64, image_size)
+    run_dirs = []
+    for index in range(runs):
+        run_dir = Path(out_dir) / f"run_{index:03d}" / "train"
+        write_run(
+            run_dir,
+            steps=steps,
+            images_per_step=images_per_step,
+            image_size=image_size,
+            dataset_size=dataset_size,
+            pool=pool,
+            seed=index,
+        )
+        run_dirs.append(str(run_dir))
+    return run_dirs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out_dir")
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--images", type=int, default=16, help="images per step")
+    parser.add_argument("--image-size", type=int, default=32, help="pixels per side")
+    parser.add_argument("--dataset-size", type=int, default=2000)
+    args = parser.parse_args()
+    start = time.perf_counter()
+    make_logdir(
+        args.out_dir,
+        runs=args.runs,
+        steps=args.steps,
+        images_per_step=args.images,
+        image_size=args.image_size,
+        dataset_size=args.dataset_size,
+    )
+    print(
+        f"wrote {args.runs} runs x {args.steps} steps x {args.images} images "
+        f"({args.image_size}x{args.image_size}) to {args.out_dir} "
+        f"in {time.perf_counter() - start:.1f}s"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,264 @@
+"""Shared fixtures: logs written by the real logger, and the plugin over real providers.
+
+Sections:
+- log directories: `keras_logdir` (a tiny Keras model trained with the real
+  `BatchImageLogger`), `write_steps` (hand-written steps through the writer's own
+  `write_summary` + `format.encode_record`, for retention and crash cases);
+- `PluginServer`: the plugin inside TensorBoard's real WSGI app, over a real data
+  provider (`load_fast=False`: the in-process loader; `True`: the Rust data server),
+  queried with werkzeug's test client.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from tensorboard import program
+from tensorboard.backend import application
+from tensorboard.backend.event_processing import data_ingester
+from tensorboard.data import server_ingester
+from tensorboard.plugins.core import core_plugin
+from tensorboard.util import grpc_util
+from werkzeug import test as werkzeug_test
+
+from tb_batch_images import format as fmt
+from tb_batch_images.plugin import BatchImagesLoader
+
+PLUGIN_ROUTE = f"/data/plugin/{fmt.PLUGIN_NAME}"
+
+# The tiny model of `keras_logdir`: 48 samples of 16x16x3, 3 classes, batches of 8.
+KERAS_SAMPLES = 48
+KERAS_BATCH = 8
+KERAS_EPOCHS = 3
+KERAS_TRAIN_STEPS = KERAS_EPOCHS * KERAS_SAMPLES // KERAS_BATCH  # 18: more than 10
+KERAS_CLASSES = ["circle", "square", "triangle"]
+
+
+def keras_filename(sample_id: int) -> str:
+    return f"img_{sample_id:03d}.png"
+
+
+# -- log directories ---------------------------------------------------------------
+@pytest.fixture(scope="session")
+def keras_logdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`run_a/{train,validation}` logged by `BatchImageLogger` while a model trains.
+
+    Every training step is logged (18 steps: more than TensorBoard's default of 10),
+    4 samples each, with filenames; validation logs its first batch after each epoch.
+    """
+    import keras
+    import tensorflow as tf
+
+    from tb_batch_images import BatchImageLogger
+
+    logdir = tmp_path_factory.mktemp("keras_logs")
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    images = rng.random((KERAS_SAMPLES, 16, 16, 3)).astype("float32")
+    labels = np.arange(KERAS_SAMPLES) % len(KERAS_CLASSES)
+    filenames = [keras_filename(i) for i in range(KERAS_SAMPLES)]
+
+    def dataset(count: int) -> tf.data.Dataset:
+        inputs = {"image": images[:count], "filename": filenames[:count]}
+        return tf.data.Dataset.from_tensor_slices((inputs, labels[:count])).batch(
+            KERAS_BATCH
+        )
+
+    model = keras.Sequential(
+        [
+            keras.Input((16, 16, 3)),
+            keras.layers.Flatten(),
+            keras.layers.Dense(len(KERAS_CLASSES), activation="softmax"),
+        ]
+    )
+    model.compile("adam", "sparse_categorical_crossentropy")
+    logger = BatchImageLogger(
+        str(logdir / "run_a"),
+        every_n_steps=1,
+        samples_per_batch=4,
+        class_names=KERAS_CLASSES,
+    )
+    model.fit(
+        dataset(KERAS_SAMPLES),
+        validation_data=dataset(16),
+        epochs=KERAS_EPOCHS,
+        callbacks=[logger],
+        verbose=0,
+    )
+    return logdir
+
+
+@pytest.fixture
+def write_steps() -> Callable[..., None]:
+    """`write_steps(run_dir, steps=N, ...)`: N logged steps through the real writer path.
+
+    Keyword arguments are those of `benchmarks/make_logdir.write_run` (8x8 images and
+    4 samples per step unless given).
+    """
+
+    from benchmarks import make_logdir
+
+    def write(run_dir: str | Path, **kwargs: Any) -> None:
+        kwargs.setdefault("images_per_step", 4)
+        kwargs.setdefault("image_size", 8)
+        kwargs.setdefault("dataset_size", 40)
+        make_logdir.write_run(run_dir, **kwargs)
+
+    return write
+
+
+# -- the plugin over a real data provider ------------------------------------------
+class PluginServer:
+    """TensorBoard's WSGI app (core plugin and this one) over a real data provider.
+
+    Args:
+        logdir: the log directory.
+        load_fast: False for the in-process loader (reloaded by `reload()`), True for
+            the Rust data server (it reloads every second by itself).
+        samples_per_plugin: the `--samples_per_plugin` flag, "" for the default.
+    """
+
+    def __init__(
+        self, logdir: str | Path, load_fast: bool, samples_per_plugin: str = ""
+    ):
+        self.logdir = str(logdir)
+        self.load_fast = load_fast
+        argv = ["tensorboard", "--logdir", self.logdir]
+        if samples_per_plugin:
+            argv += ["--samples_per_plugin", samples_per_plugin]
+        loaders = [core_plugin.CorePluginLoader(), BatchImagesLoader()]
+        board = program.TensorBoard(plugins=loaders)
+        board.configure(
+            argv=argv
+        )  # defines the flags, runs BatchImagesLoader.fix_flags
+        self.flags = board.flags
+        self._stop: Callable[[], None] = lambda: None
+        if load_fast:
+            ingester = server_ingester.SubprocessServerDataIngester(
+                server_binary=server_ingester.get_server_binary(),
+                logdir=self.logdir,
+                reload_interval=1,
+                channel_creds_type=grpc_util.ChannelCredsType.LOCAL,
+                samples_per_plugin=self.flags.samples_per_plugin,
+            )
+            ingester.start()
+            self.provider = ingester.data_provider
+            # The data server exits when its stdin closes (`--die-after-stdin`).
+            stdin = getattr(ingester, "_stdin_handle", None)
+            self._stop = stdin.close if stdin is not None else self._stop
+        else:
+            # TensorBoard's own loader setup (retention from the flags); reloaded here.
+            ingester = data_ingester.LocalDataIngester(self.flags)
+            self._multiplexer = ingester.deprecated_multiplexer
+            self.provider = ingester.data_provider
+            self.reload()
+        app = application.TensorBoardWSGIApp(
+            self.flags, loaders, data_provider=self.provider
+        )
+        self.client = werkzeug_test.Client(app)
+
+    def reload(self) -> None:
+        """What TensorBoard's reload does (the Rust server reloads by itself)."""
+        if not self.load_fast:
+            self._multiplexer.AddRunsFromDirectory(self.logdir)
+            self._multiplexer.Reload()
+
+    def get(self, route: str, **params: Any) -> Any:
+        """GET a plugin route, e.g. `get("/steps", run="a/train")`."""
+        return self.client.get(PLUGIN_ROUTE + route, query_string=params)
+
+    def json(self, route: str, **params: Any) -> Any:
+        response = self.get(route, **params)
+        assert response.status_code == 200, (route, params, response.get_data(True))
+        assert response.mimetype == "application/json"
+        return response.get_json()
+
+    def wait_for(self, predicate: Callable[[], Any], timeout: float = 20.0) -> Any:
+        """Reloads until predicate() is truthy; returns its value."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.reload()
+            value = predicate()
+            if value or time.monotonic() > deadline:
+                assert value, f"timed out after {timeout}s waiting for {predicate}"
+                return value
+            time.sleep(0.2)
+
+    def wait_for_steps(self, expected: dict[str, int], timeout: float = 20.0) -> None:
+        """Waits until each run of `expected` lists that many kept steps."""
+
+        def loaded() -> bool:
+            runs = {r["run"]: r["steps_kept"] for r in self.json("/runs")["runs"]}
+            return all(runs.get(run) == count for run, count in expected.items())
+
+        self.wait_for(loaded, timeout)
+
+    def close(self) -> None:
+        self._stop()
+
+
+@pytest.fixture
+def plugin_server() -> Iterator[Callable[..., PluginServer]]:
+    """`plugin_server(logdir, load_fast, samples_per_plugin="")`, closed at teardown."""
+    servers: list[PluginServer] = []
+
+    def start(
+        logdir: str | Path, load_fast: bool, samples_per_plugin: str = ""
+    ) -> PluginServer:
+        server = PluginServer(logdir, load_fast, samples_per_plugin)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+# -- browser: headless Chromium through Playwright (tests/test_gallery_browser.py) --
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def _skip_or_fail(reason: str) -> None:
+    """Browser tests skip where no Chromium is found, and fail in CI (CI=true)."""
+    import os
+
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{reason} (CI=true: browser tests must run)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def chromium_browser() -> Iterator[Any]:
+    """A headless Chromium (Debian's `chromium`, or $CHROMIUM) driven by Playwright."""
+    import os
+    import shutil
+
+    executable = os.environ.get("CHROMIUM") or shutil.which("chromium")
+    if not executable:
+        _skip_or_fail(
+            "no Chromium: install Debian's `chromium` or set CHROMIUM=/path/to/chromium "
+            "(`bash tests/find_chromium.sh` finds or installs one)"
+        )
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _skip_or_fail("playwright is not installed (pip install -e '.[test]')")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=executable, args=CHROMIUM_ARGS, headless=True
+        )
+        yield browser
+        browser.close()

@@ -215,6 +215,11 @@ class BatchImageLogger(keras.callbacks.Callback):
         )
         self._buffers = {}
         self._disabled = {}
+        if not _is_chief(self.model.distribute_strategy):
+            # Multi-worker training: only the chief captures and writes. The wrapped
+            # steps still strip the metadata keys; nothing else runs here.
+            self._disabled = {"train": "not the chief", "validation": "not the chief"}
+            return
         if self._writer is None:
             self._writer = BackgroundWriter(
                 self.log_dir, self._build_elements, self.max_queue, self._warn
@@ -236,6 +241,8 @@ class BatchImageLogger(keras.callbacks.Callback):
 
     def on_test_begin(self, logs=None) -> None:
         if not (self._in_fit and self.log_validation and self.validation_batches):
+            return
+        if self._writer is None:  # not the chief worker
             return
         self._wrap_function("validation")
         train_buffers = self._buffers.get("train")
@@ -636,6 +643,11 @@ def _optimizer_step(model: keras.Model) -> int:
         return int(np.asarray(iterations))
     except (TypeError, ValueError):
         return 0
+
+
+def _is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """False on the non-chief workers of multi-worker training (they write nothing)."""
+    return bool(getattr(strategy.extended, "should_save_summary", True))
 
 
 def _uses_xla(model: keras.Model) -> bool:

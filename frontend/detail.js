@@ -1,0 +1,210 @@
+// The detail view of one sample: the image at its logged size, every field, top-k.
+
+import { h } from "./dom.js";
+import {
+  FLAG_HELP,
+  formatClass,
+  formatNumber,
+  formatPercent,
+  formatValue,
+  formatWallTime,
+} from "./format.js";
+import { flagBadges, sampleImage, verdictBadge } from "./gallery.js";
+
+const DISPLAY_TARGET = 384; // small images are scaled by an integer factor towards this
+
+function scaleFor(height, width) {
+  const longest = Math.max(height || 0, width || 0);
+  if (!longest || longest >= DISPLAY_TARGET) return 1;
+  return Math.min(16, Math.max(1, Math.floor(DISPLAY_TARGET / longest)));
+}
+
+function row(key, value, field) {
+  return [
+    h("dt", { text: key }),
+    h("dd", { text: value, dataset: field ? { field } : undefined }),
+  ];
+}
+
+function topKBars(topK, label) {
+  if (!topK || !topK.length) return null;
+  return h(
+    "ol",
+    { className: "topk" },
+    topK.map((entry) => {
+      const probability = Number.isFinite(entry.probability) ? entry.probability : 0;
+      const name = formatClass(entry.class, entry.name);
+      const isLabel = Number.isInteger(entry.class) && entry.class === label;
+      return h(
+        "li",
+        { className: "topk-row" + (isLabel ? " is-label" : ""), title: isLabel ? "the labelled class" : "" },
+        h("span", { className: "topk-name", title: name }, h("span", { className: "topk-class", text: name }), isLabel ? h("span", { className: "tag", text: "label" }) : null),
+        h(
+          "span",
+          { className: "topk-track", attrs: { role: "img", "aria-label": `${name}: ${formatPercent(probability)}` } },
+          h("span", { className: "topk-bar", style: `width: ${Math.max(0, Math.min(100, probability * 100)).toFixed(1)}%` }),
+        ),
+        h("span", { className: "topk-value", text: formatPercent(probability) }),
+      );
+    }),
+  );
+}
+
+/**
+ * The detail dialog.
+ * context: {sample, batch, group, index, count, onPrev, onNext, onClose, onHistory}
+ */
+export function renderDetail({ sample, batch, group, index, count, onPrev, onNext, onClose, onHistory }) {
+  const [height, width, channels] = sample.image_shape || [];
+  const scale = scaleFor(height, width);
+  const image = sampleImage(sample, { alt: sample.filename ?? `sample ${sample.position}`, lazy: false });
+  image.classList.add("detail-image");
+  if (scale > 1) image.classList.add("pixelated");
+  if (width && height) {
+    image.style.width = `${width * scale}px`;
+  }
+  const title = sample.filename ?? `sample ${sample.position}`;
+  const sampleFields = [
+    row("position", String(sample.position), "position"),
+    sample.batch !== undefined && sample.batch !== batch.batch ? row("from batch", String(sample.batch), "sample_batch") : null,
+    row("sample id", formatValue(sample.sample_id), "sample_id"),
+    row("filename", formatValue(sample.filename), "filename"),
+    row("label", formatClass(sample.label, null), "label"),
+    row("label name", formatValue(sample.label_name), "label_name"),
+    row("prediction", formatClass(sample.prediction, null), "prediction"),
+    row("prediction name", formatValue(sample.prediction_name), "prediction_name"),
+    row("confidence", formatPercent(sample.confidence), "confidence"),
+    row("correct", formatValue(sample.correct), "correct"),
+    row("loss", formatNumber(sample.loss), "loss"),
+    row("flags", (sample.flags || []).join(", ") || "none", "flags"),
+    row("image shape", (sample.image_shape || []).join(" × ") || "—", "image_shape"),
+  ];
+  if (sample.output_summary) {
+    const summary = sample.output_summary;
+    sampleFields.push(
+      row(
+        "output",
+        `shape ${formatValue(summary.shape)}, min ${formatNumber(summary.min)}, ` +
+          `max ${formatNumber(summary.max)}, mean ${formatNumber(summary.mean)}`,
+        "output_summary",
+      ),
+    );
+  }
+  if (Array.isArray(sample.label) && sample.label.length > 4) {
+    sampleFields.push(row("label values", JSON.stringify(sample.label), "label_values"));
+  }
+  if (Array.isArray(sample.prediction) && sample.prediction.length > 4) {
+    sampleFields.push(row("prediction values", JSON.stringify(sample.prediction), "prediction_values"));
+  }
+  const batchFields = [
+    row("run", formatValue(batch.run), "run"),
+    row("mode", formatValue(batch.mode), "mode"),
+    row("step", String(batch.step), "step"),
+    row("epoch", String(batch.epoch), "epoch"),
+    row("batch", String(batch.batch), "batch"),
+    row("wall time", formatWallTime(batch.wall_time), "wall_time"),
+    row("samples", `${batch.samples_logged} of ${batch.batch_size}`, "samples"),
+    row("selection", formatValue(batch.selection), "selection"),
+    row("replica", `${formatValue(batch.replica)} of ${formatValue(batch.num_replicas)}`, "replica"),
+    row("task", formatValue(batch.task), "task"),
+    row("classes", formatValue(batch.num_classes), "num_classes"),
+    row("input", `${formatValue(batch.input_shape)} ${formatValue(batch.input_dtype)} ${formatValue(batch.input_layout)}`, "input"),
+    row("value range", formatValue(batch.value_range), "value_range"),
+    row("image format", formatValue(batch.image_format), "image_format"),
+  ];
+
+  const flagNotes = (sample.flags || []).map((flag) =>
+    h("li", {}, h("strong", { text: flag }), " ", FLAG_HELP[flag] || ""),
+  );
+
+  const closeButton = h("button", {
+    className: "icon-button",
+    type: "button",
+    text: "✕",
+    title: "Close (Escape)",
+    attrs: { "aria-label": "Close" },
+    on: { click: onClose },
+  });
+  const dialog = h(
+    "div",
+    {
+      className: "detail",
+      attrs: { role: "dialog", "aria-modal": "true", "aria-label": `Sample ${title}` },
+      dataset: { position: String(sample.position), index: String(sample.index), run: batch.run, step: String(batch.step) },
+    },
+    h(
+      "header",
+      { className: "detail-header" },
+      h(
+        "div",
+        { className: "detail-title" },
+        h("h2", { className: "detail-filename", text: title, title }),
+        h("div", {
+          className: "detail-subtitle",
+          text: `${group} · ${batch.mode} · step ${batch.step} · epoch ${batch.epoch} · batch ${batch.batch} · #${sample.position}`,
+        }),
+      ),
+      h(
+        "div",
+        { className: "detail-nav" },
+        h("span", { className: "detail-count", text: `${index + 1} / ${count}` }),
+        h("button", { className: "button", type: "button", text: "← Previous", title: "Previous sample (←)", disabled: index <= 0, on: { click: onPrev } }),
+        h("button", { className: "button", type: "button", text: "Next →", title: "Next sample (→)", disabled: index >= count - 1, on: { click: onNext } }),
+        closeButton,
+      ),
+    ),
+    h(
+      "div",
+      { className: "detail-body" },
+      h(
+        "figure",
+        { className: "detail-figure" },
+        h("div", { className: "detail-image-box" }, image),
+        h("figcaption", {
+          text: `${width ?? "?"} × ${height ?? "?"} px, ${channels ?? "?"} channel${channels === 1 ? "" : "s"}` + (scale > 1 ? `, shown at ${scale}×` : ""),
+        }),
+      ),
+      h(
+        "div",
+        { className: "detail-info" },
+        h(
+          "div",
+          { className: "detail-headline" },
+          verdictBadge(sample, "large"),
+          h(
+            "div",
+            { className: "headline-text" },
+            h("div", {}, h("span", { className: "cap-key", text: "label" }), h("span", { className: "headline-value", text: formatClass(sample.label, sample.label_name) })),
+            h("div", {}, h("span", { className: "cap-key", text: "predicted" }), h("span", { className: "headline-value", text: formatClass(sample.prediction, sample.prediction_name) }), h("span", { className: "confidence", text: sample.confidence == null ? "" : formatPercent(sample.confidence) })),
+            h("div", {}, h("span", { className: "cap-key", text: "loss" }), h("span", { className: "headline-value", text: formatNumber(sample.loss) })),
+          ),
+        ),
+        flagBadges(sample.flags),
+        flagNotes.length ? h("ul", { className: "flag-notes" }, flagNotes) : null,
+        sample.top_k && sample.top_k.length ? h("h3", { text: `Top ${sample.top_k.length}` }) : null,
+        topKBars(sample.top_k, sample.label),
+        sample.filename !== null && sample.filename !== undefined
+          ? h("button", { className: "button", type: "button", text: "History of this file", on: { click: onHistory } })
+          : null,
+        h("h3", { text: "Sample" }),
+        h("dl", { className: "fields" }, sampleFields),
+        h("h3", { text: "Batch" }),
+        h("dl", { className: "fields" }, batchFields),
+      ),
+    ),
+  );
+  const backdrop = h(
+    "div",
+    {
+      className: "detail-backdrop",
+      on: {
+        click: (event) => {
+          if (event.target === backdrop) onClose();
+        },
+      },
+    },
+    dialog,
+  );
+  backdrop.focusTarget = closeButton;
+  return backdrop;
+}

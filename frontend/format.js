@@ -1,0 +1,80 @@
+// Text formatting of logged values. Pure functions: values in, strings out.
+
+export const DASH = "—";
+
+/** The last path component, shortened in the middle to at most `max` characters. */
+export function shortenFilename(name, max = 24) {
+  if (name === null || name === undefined || name === "") return "";
+  const text = String(name);
+  const base = text.split(/[\\/]/).filter(Boolean).pop() || text;
+  if (base.length <= max) return base;
+  const keep = max - 1;
+  const head = Math.ceil(keep * 0.5);
+  const tail = keep - head;
+  return base.slice(0, head) + "…" + base.slice(base.length - tail);
+}
+
+/** A loss or other real number with 3 significant digits. */
+export function formatNumber(value) {
+  if (value === null || value === undefined || !Number.isFinite(value)) return DASH;
+  const magnitude = Math.abs(value);
+  if (magnitude !== 0 && magnitude < 1e-3) return value.toExponential(2);
+  if (magnitude >= 1000) return value.toFixed(0);
+  return String(Number(value.toPrecision(3)));
+}
+
+/** A probability as a percentage. */
+export function formatPercent(probability) {
+  if (probability === null || probability === undefined || !Number.isFinite(probability)) {
+    return DASH;
+  }
+  return (probability * 100).toFixed(1) + "%";
+}
+
+/** A class value (int, class set, raw values) and its optional name. */
+export function formatClass(value, name) {
+  if (name !== null && name !== undefined && name !== "") return String(name);
+  if (value === null || value === undefined) return DASH;
+  if (Array.isArray(value)) {
+    if (value.length === 0) return "{}";
+    const shown = value.slice(0, 4).map((item) =>
+      Number.isInteger(item) ? String(item) : formatNumber(item),
+    );
+    return "[" + shown.join(", ") + (value.length > 4 ? ", …]" : "]");
+  }
+  return Number.isInteger(value) ? String(value) : formatNumber(value);
+}
+
+/** Seconds since the epoch as local "YYYY-MM-DD HH:MM:SS". */
+export function formatWallTime(seconds) {
+  if (!Number.isFinite(seconds)) return DASH;
+  const date = new Date(seconds * 1000);
+  const pad = (n) => String(n).padStart(2, "0");
+  return (
+    `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())} ` +
+    `${pad(date.getHours())}:${pad(date.getMinutes())}:${pad(date.getSeconds())}`
+  );
+}
+
+/** "1 sample", "3 samples". */
+export function plural(count, word, many = word + "s") {
+  return `${count} ${count === 1 ? word : many}`;
+}
+
+/** Any JSON value as compact text, for the metadata table. */
+export function formatValue(value) {
+  if (value === null || value === undefined) return DASH;
+  if (typeof value === "number") return Number.isInteger(value) ? String(value) : formatNumber(value);
+  if (typeof value === "string") return value;
+  if (typeof value === "boolean") return value ? "yes" : "no";
+  return JSON.stringify(value);
+}
+
+export const FLAG_HELP = {
+  nan: "The input held NaN values (shown as 0).",
+  inf: "The input held ±Inf values (clipped).",
+  constant: "Every pixel of the input had the same value.",
+  clipped: "Values fell outside the value range and were clipped.",
+  rescaled: "The input matched no known range; shown min-max stretched.",
+  label_out_of_range: "The label is not a valid class index.",
+};

@@ -1,0 +1,220 @@
+// The batch view: a header with the batch's facts and a grid of captioned tiles.
+
+import { imageUrl } from "./api.js";
+import { h } from "./dom.js";
+import {
+  FLAG_HELP,
+  formatClass,
+  formatNumber,
+  formatPercent,
+  formatWallTime,
+  plural,
+  shortenFilename,
+} from "./format.js";
+
+const SMALL_IMAGE = 96; // images this small are scaled up with hard pixel edges
+
+/** Right / wrong / unknown, with a glyph and a word so colour is never the only cue. */
+export function verdictOf(sample) {
+  if (sample.correct === true) return { kind: "right", glyph: "✓", text: "right" };
+  if (sample.correct === false) return { kind: "wrong", glyph: "✗", text: "wrong" };
+  return null;
+}
+
+export function verdictBadge(sample, extraClass = "") {
+  const verdict = verdictOf(sample);
+  if (!verdict) return null;
+  return h(
+    "span",
+    { className: `verdict verdict-${verdict.kind} ${extraClass}`.trim(), dataset: { verdict: verdict.kind } },
+    h("span", { className: "glyph", text: verdict.glyph, attrs: { "aria-hidden": "true" } }),
+    h("span", { className: "verdict-text", text: verdict.text }),
+  );
+}
+
+export function flagBadges(flags) {
+  if (!flags || !flags.length) return null;
+  return h(
+    "span",
+    { className: "flags" },
+    flags.map((flag) =>
+      h("span", { className: "flag", text: flag, title: FLAG_HELP[flag] || flag, dataset: { flag } }),
+    ),
+  );
+}
+
+/** An <img> for a logged image: lazy, sized by its logged shape, pixelated when small. */
+export function sampleImage(sample, { alt = "", lazy = true } = {}) {
+  const [height, width] = sample.image_shape || [];
+  const image = h("img", {
+    alt,
+    decoding: "async",
+    attrs: { loading: lazy ? "lazy" : "eager", width, height, draggable: "false" },
+  });
+  if (Math.max(height || 0, width || 0) <= SMALL_IMAGE) image.classList.add("pixelated");
+  if (sample.image) image.src = imageUrl(sample.image);
+  return image;
+}
+
+function captionRow(key, valueNode, extra) {
+  return h("div", { className: "cap-row" }, h("span", { className: "cap-key", text: key }), valueNode, extra);
+}
+
+/** One thumbnail with its caption. */
+export function renderTile(sample, batch, { onOpen, onHistory, merged }) {
+  const verdict = verdictOf(sample);
+  const filename = sample.filename;
+  const label = formatClass(sample.label, sample.label_name);
+  const prediction = formatClass(sample.prediction, sample.prediction_name);
+  const describe = [
+    filename ?? `sample ${sample.position}`,
+    `label ${label}`,
+    `predicted ${prediction} ${formatPercent(sample.confidence)}`,
+    verdict ? verdict.text : null,
+    `loss ${formatNumber(sample.loss)}`,
+  ].filter(Boolean);
+
+  const tile = h(
+    "article",
+    {
+      className: "tile" + (verdict ? ` is-${verdict.kind}` : ""),
+      tabIndex: 0,
+      dataset: { position: String(sample.position), index: String(sample.index) },
+      attrs: { "aria-label": describe.join(", ") },
+      on: {
+        click: (event) => {
+          if (!event.target.closest("button")) onOpen(sample);
+        },
+        keydown: (event) => {
+          if (event.key === "Enter" && event.target === tile) {
+            event.preventDefault();
+            onOpen(sample);
+          }
+        },
+      },
+    },
+    h(
+      "div",
+      { className: "thumb" },
+      sampleImage(sample, { alt: filename ?? `sample ${sample.position}` }),
+      verdictBadge(sample, "on-image"),
+      h("span", {
+        className: "position",
+        text: merged ? `b${sample.batch} #${sample.position}` : `#${sample.position}`,
+        title: merged ? `batch ${sample.batch}, position ${sample.position}` : "position in the batch",
+      }),
+    ),
+    h(
+      "div",
+      { className: "caption" },
+      h("div", {
+        className: "filename",
+        text: filename ? shortenFilename(filename) : `sample ${sample.position}`,
+        title: filename ?? "no filename logged",
+        dataset: { full: filename ?? "" },
+      }),
+      captionRow("label", h("span", { className: "cap-value label", text: label, title: label })),
+      captionRow(
+        "pred",
+        h("span", { className: "cap-value prediction", text: prediction, title: prediction }),
+        sample.confidence !== null && sample.confidence !== undefined
+          ? h("span", { className: "confidence", text: formatPercent(sample.confidence) })
+          : null,
+      ),
+      captionRow(
+        "loss",
+        h("span", { className: "cap-value loss", text: formatNumber(sample.loss) }),
+        filename !== null && filename !== undefined
+          ? h("button", {
+              className: "link-button history-button",
+              type: "button",
+              text: "history",
+              title: "Every appearance of this file across steps and runs",
+              on: { click: () => onHistory(sample) },
+            })
+          : null,
+      ),
+      flagBadges(sample.flags),
+    ),
+  );
+  return tile;
+}
+
+function fact(field, key, value) {
+  return h(
+    "span",
+    { className: "fact", dataset: { field } },
+    h("span", { className: "fact-key", text: key }),
+    h("span", { className: "fact-value", text: value }),
+  );
+}
+
+/** Counts of right / wrong and the mean loss of a batch. */
+function batchSummary(samples) {
+  let right = 0;
+  let wrong = 0;
+  let lossSum = 0;
+  let lossCount = 0;
+  for (const sample of samples) {
+    if (sample.correct === true) right += 1;
+    if (sample.correct === false) wrong += 1;
+    if (Number.isFinite(sample.loss)) {
+      lossSum += sample.loss;
+      lossCount += 1;
+    }
+  }
+  const parts = [];
+  if (right + wrong) parts.push(`${right} right`, `${wrong} wrong`);
+  if (lossCount) parts.push(`mean loss ${formatNumber(lossSum / lossCount)}`);
+  return parts.join(" · ");
+}
+
+/** The facts of a batch: epoch, batch, step, wall time, "k of n samples". */
+export function renderBatchHeader(batch, shownCount) {
+  const total = batch.samples.length;
+  return h(
+    "header",
+    { className: "batch-header" },
+    h(
+      "div",
+      { className: "facts" },
+      fact("step", "step", String(batch.step)),
+      fact("epoch", "epoch", String(batch.epoch)),
+      fact("batch", "batch", String(batch.batch)),
+      fact("wall_time", "", formatWallTime(batch.wall_time)),
+      fact("samples", "", `${batch.samples_logged ?? total} of ${plural(batch.batch_size ?? total, "sample")}`),
+    ),
+    h(
+      "div",
+      { className: "summary" },
+      h("span", { text: batchSummary(batch.samples) }),
+      shownCount < total
+        ? h("span", { className: "shown-count", dataset: { field: "shown" }, text: `showing ${shownCount} of ${total} after filters` })
+        : null,
+    ),
+  );
+}
+
+/** A batch: header and grid (or a note when the filters leave nothing). */
+export function renderBatch({ batch, samples, onOpen, onHistory, onClearFilters }) {
+  // A merged validation record holds samples of several batches (docs/format.md).
+  const merged = new Set((batch.samples || []).map((sample) => sample.batch ?? batch.batch)).size > 1;
+  const grid = h(
+    "div",
+    { className: "grid" },
+    samples.map((sample) => renderTile(sample, batch, { onOpen, onHistory, merged })),
+  );
+  return h(
+    "section",
+    { className: "batch", dataset: { run: batch.run, step: String(batch.step) } },
+    renderBatchHeader(batch, samples.length),
+    samples.length
+      ? grid
+      : h(
+          "div",
+          { className: "state-box small" },
+          h("p", { text: "No sample of this batch matches the filters." }),
+          h("button", { className: "button", type: "button", text: "Clear filters", on: { click: onClearFilters } }),
+        ),
+  );
+}

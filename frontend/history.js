@@ -1,0 +1,73 @@
+// The history strip of one file: every appearance across steps and runs.
+
+import { h } from "./dom.js";
+import { formatClass, formatNumber, formatPercent, plural } from "./format.js";
+import { sampleImage, verdictBadge } from "./gallery.js";
+
+/**
+ * panel: {filename, appearances | null (loading), total, error, groupOf(appearance) -> name,
+ *         current: {run, step}, onPick(appearance), onClose}
+ */
+export function renderHistory({ filename, appearances, total, error, groupOf, current, onPick, onClose }) {
+  let body;
+  let subtitle = "";
+  if (error) {
+    body = h("div", { className: "state-box small error" }, h("p", { text: `Could not load the history: ${error}` }));
+  } else if (!appearances) {
+    body = h("div", { className: "state-box small" }, h("p", { className: "loading-text", text: "Loading the history…" }));
+  } else if (!appearances.length) {
+    body = h("div", { className: "state-box small" }, h("p", { text: "This file appears in no kept step." }));
+  } else {
+    const runs = new Set(appearances.map((item) => item.run));
+    subtitle = `${plural(total, "appearance")} in ${runs.size === 1 ? "1 run" : `${runs.size} runs`}`;
+    if (total > appearances.length) subtitle += ` (the first ${appearances.length} shown)`;
+    body = h(
+      "ol",
+      { className: "strip" },
+      appearances.map((item) => {
+        const isCurrent = current.some((place) => place.run === item.run && place.step === item.step);
+        return h(
+          "li",
+          {},
+          h(
+            "button",
+            {
+              type: "button",
+              className: "strip-item" + (isCurrent ? " is-current" : "") + (item.correct === false ? " is-wrong" : item.correct === true ? " is-right" : ""),
+              dataset: { run: item.run, step: String(item.step), position: String(item.position) },
+              title: `${item.run} · step ${item.step} · epoch ${item.epoch} · batch ${item.batch} · #${item.position}`,
+              on: { click: () => onPick(item) },
+            },
+            h("span", { className: "strip-thumb" }, sampleImage({ ...item, image_shape: item.image_shape || [] }), verdictBadge(item, "on-image compact")),
+            h("span", { className: "strip-run", text: groupOf(item), title: item.run }),
+            h(
+              "span",
+              { className: "strip-step" },
+              h("span", { text: `step ${item.step}`, dataset: { field: "step" } }),
+              h("span", { className: "strip-mode", text: item.mode === "validation" ? "val" : item.mode ?? "" }),
+            ),
+            h(
+              "span",
+              { className: "strip-pred" },
+              h("span", { className: "prediction", text: formatClass(item.prediction, item.prediction_name) }),
+              item.confidence == null ? null : h("span", { className: "confidence", text: formatPercent(item.confidence) }),
+            ),
+            h("span", { className: "strip-loss" }, h("span", { className: "cap-key", text: "loss" }), h("span", { className: "loss", text: formatNumber(item.loss) })),
+          ),
+        );
+      }),
+    );
+  }
+  return h(
+    "section",
+    { className: "history", attrs: { "aria-label": `History of ${filename}` }, dataset: { filename } },
+    h(
+      "header",
+      { className: "history-header" },
+      h("h2", {}, "History of ", h("span", { className: "history-filename", text: filename })),
+      h("span", { className: "history-count", text: subtitle }),
+      h("button", { className: "icon-button", type: "button", text: "✕", title: "Close (Escape)", attrs: { "aria-label": "Close history" }, on: { click: onClose } }),
+    ),
+    body,
+  );
+}

@@ -1,0 +1,96 @@
+// Sorting and filtering the samples of a batch. Pure functions.
+
+export const SORTS = [
+  { value: "position", text: "Position in batch" },
+  { value: "loss_desc", text: "Loss, highest first" },
+  { value: "loss_asc", text: "Loss, lowest first" },
+  { value: "confidence_desc", text: "Confidence, highest first" },
+  { value: "confidence_asc", text: "Confidence, lowest first" },
+];
+
+export const FLAGS = ["nan", "inf", "constant", "clipped", "rescaled", "label_out_of_range"];
+
+const CLASS_TASKS = new Set(["sparse_categorical", "categorical", "binary", "multilabel"]);
+
+/** The class keys ("3") of a label or prediction; [] for raw values. */
+export function classKeys(value, task) {
+  if (task && !CLASS_TASKS.has(task)) return [];
+  if (Number.isInteger(value)) return [String(value)];
+  if (Array.isArray(value) && value.every(Number.isInteger)) return value.map(String);
+  return [];
+}
+
+/** Whether any filter is set. */
+export function hasFilters(filters) {
+  return Boolean(filters.wrong || filters.label || filters.pred || filters.q || filters.flag);
+}
+
+/** The samples that pass every filter. */
+export function filterSamples(samples, task, filters) {
+  const query = (filters.q || "").toLowerCase();
+  return samples.filter((sample) => {
+    if (filters.wrong && sample.correct !== false) return false;
+    if (filters.label && !classKeys(sample.label, task).includes(filters.label)) return false;
+    if (filters.pred && !classKeys(sample.prediction, task).includes(filters.pred)) return false;
+    if (filters.flag && !(sample.flags || []).includes(filters.flag)) return false;
+    if (query && !String(sample.filename ?? "").toLowerCase().includes(query)) return false;
+    return true;
+  });
+}
+
+/** Batch order: the sample's batch (merged validation records), then its position. */
+function batchOrder(a, b) {
+  return (a.batch ?? 0) - (b.batch ?? 0) || a.position - b.position || (a.index ?? 0) - (b.index ?? 0);
+}
+
+/** A sorted copy; missing values go last, ties keep batch order. */
+export function sortSamples(samples, sort) {
+  const order = {
+    loss_desc: ["loss", -1],
+    loss_asc: ["loss", 1],
+    confidence_desc: ["confidence", -1],
+    confidence_asc: ["confidence", 1],
+  }[sort];
+  if (!order) return [...samples].sort(batchOrder);
+  const [field, direction] = order;
+  const value = (sample) => {
+    const number = sample[field];
+    return typeof number === "number" && Number.isFinite(number) ? number : null;
+  };
+  return [...samples].sort((a, b) => {
+    const x = value(a);
+    const y = value(b);
+    if (x === null || y === null) {
+      if (x !== y) return x === null ? 1 : -1;
+    } else if (x !== y) return (x - y) * direction;
+    return batchOrder(a, b);
+  });
+}
+
+/**
+ * The class choices for the label / prediction filters: class_names of the batches,
+ * plus every class seen in them. [{value: "3", text: "3 · cat"}], ordered by class.
+ */
+export function classOptions(batches) {
+  const names = new Map();
+  for (const batch of batches) {
+    const task = batch.task;
+    if (task && !CLASS_TASKS.has(task)) continue;
+    (batch.class_names || []).forEach((name, index) => names.set(String(index), name));
+    for (const sample of batch.samples || []) {
+      for (const [value, name] of [
+        [sample.label, sample.label_name],
+        [sample.prediction, sample.prediction_name],
+      ]) {
+        for (const key of classKeys(value, task)) {
+          if (!names.has(key) || (names.get(key) == null && name != null)) {
+            names.set(key, Number.isInteger(value) ? name ?? null : null);
+          }
+        }
+      }
+    }
+  }
+  return [...names.entries()]
+    .sort((a, b) => Number(a[0]) - Number(b[0]))
+    .map(([value, name]) => ({ value, text: name ? `${value} · ${name}` : value }));
+}

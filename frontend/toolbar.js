@@ -1,0 +1,231 @@
+// The controls: runs, mode, step navigation, sort and filters. Built once; update()
+// syncs them with the state without stealing focus from what the user is typing in.
+
+import { h, replaceChildren } from "./dom.js";
+import { plural } from "./format.js";
+import { FLAGS, SORTS } from "./samples.js";
+import { MODES } from "./runs.js";
+
+function field(labelText, control, className = "") {
+  return h("label", { className: `field ${className}`.trim() }, h("span", { className: "field-label", text: labelText }), control);
+}
+
+function setOptions(select, options, value, anyText) {
+  const wanted = [{ value: "", text: anyText }, ...options];
+  if (value && !options.some((option) => option.value === value)) wanted.push({ value, text: value });
+  const signature = JSON.stringify(wanted);
+  if (select.dataset.signature !== signature) {
+    replaceChildren(select, wanted.map((option) => h("option", { value: option.value, text: option.text })));
+    select.dataset.signature = signature;
+  }
+  select.value = value;
+}
+
+export class Toolbar {
+  /** onChange(patch) is called with a state patch; onStep(direction | {step}) to move. */
+  constructor({ onChange, onStep }) {
+    this.onChange = onChange;
+    this.onStep = onStep;
+    this.runList = h("div", { className: "run-list", attrs: { role: "group", "aria-label": "Runs" } });
+    this.modeButtons = MODES.map((mode) =>
+      h("button", {
+        type: "button",
+        className: "segment",
+        text: mode === "train" ? "Train" : "Validation",
+        dataset: { mode },
+        attrs: { "aria-pressed": "false" },
+        on: { click: () => this.onChange({ mode }) },
+      }),
+    );
+    this.prevButton = h("button", { type: "button", className: "button", dataset: { control: "prev" }, text: "← Prev", title: "Previous logged step (← or [)", on: { click: () => this.onStep(-1) } });
+    this.nextButton = h("button", { type: "button", className: "button", dataset: { control: "next" }, text: "Next →", title: "Next logged step (→ or ])", on: { click: () => this.onStep(1) } });
+    this.latestButton = h("button", { type: "button", className: "button subtle", dataset: { control: "latest" }, text: "Latest", title: "Follow the latest step (End)", on: { click: () => this.onChange({ step: null, open: null }) } });
+    this.stepInput = h("input", {
+      type: "number",
+      className: "step-input",
+      dataset: { control: "step" },
+      attrs: { "aria-label": "Step", inputmode: "numeric" },
+      on: {
+        input: () => {
+          this.stepEdited = true;
+        },
+        change: () => this.commitStep(),
+        keydown: (event) => {
+          if (event.key === "Enter") {
+            event.preventDefault();
+            this.commitStep();
+          }
+        },
+      },
+    });
+    this.scrubber = h("input", {
+      type: "range",
+      className: "scrubber",
+      dataset: { control: "scrubber" },
+      min: "0",
+      max: "0",
+      step: "1",
+      attrs: { "aria-label": "Logged steps" },
+      on: {
+        input: () => {
+          clearTimeout(this.scrubTimer);
+          const index = Number(this.scrubber.value);
+          this.stepLabel.textContent = this.describePosition(index);
+          this.scrubTimer = setTimeout(() => this.onStep({ index }), 60);
+        },
+      },
+    });
+    this.stepLabel = h("span", { className: "step-label", attrs: { "aria-live": "polite" } });
+    this.stepNote = h("span", { className: "step-note", attrs: { role: "status" } });
+
+    this.sortSelect = h(
+      "select",
+      { dataset: { control: "sort" }, on: { change: () => this.onChange({ sort: this.sortSelect.value }) } },
+      SORTS.map((sort) => h("option", { value: sort.value, text: sort.text })),
+    );
+    this.wrongBox = h("input", { type: "checkbox", dataset: { control: "wrong" }, on: { change: () => this.onChange({ wrong: this.wrongBox.checked, open: null }) } });
+    this.labelSelect = h("select", { dataset: { control: "label" }, on: { change: () => this.onChange({ label: this.labelSelect.value, open: null }) } });
+    this.predSelect = h("select", { dataset: { control: "pred" }, on: { change: () => this.onChange({ pred: this.predSelect.value, open: null }) } });
+    this.flagSelect = h("select", { dataset: { control: "flag" }, on: { change: () => this.onChange({ flag: this.flagSelect.value, open: null }) } });
+    this.queryInput = h("input", {
+      type: "search",
+      dataset: { control: "q" },
+      placeholder: "part of a filename",
+      attrs: { "aria-label": "Filename contains", spellcheck: "false", autocomplete: "off" },
+      on: {
+        input: () => {
+          clearTimeout(this.queryTimer);
+          this.queryTimer = setTimeout(() => this.onChange({ q: this.queryInput.value, open: null }), 150);
+        },
+      },
+    });
+    this.clearButton = h("button", {
+      type: "button",
+      className: "button subtle",
+      dataset: { control: "clear" },
+      text: "Clear filters",
+      on: { click: () => this.onChange({ wrong: false, label: "", pred: "", q: "", flag: "", open: null }) },
+    });
+
+    this.element = h(
+      "div",
+      { className: "toolbar" },
+      h(
+        "div",
+        { className: "toolbar-row" },
+        h("div", { className: "toolbar-group runs-group" }, h("span", { className: "field-label", text: "Runs" }), this.runList),
+        h("div", { className: "toolbar-group" }, h("span", { className: "field-label", text: "Mode" }), h("div", { className: "segmented", attrs: { role: "group", "aria-label": "Mode" } }, this.modeButtons)),
+      ),
+      h(
+        "div",
+        { className: "toolbar-row step-row" },
+        this.prevButton,
+        field("Step", this.stepInput, "step-field"),
+        this.nextButton,
+        this.scrubber,
+        this.stepLabel,
+        this.latestButton,
+        this.stepNote,
+      ),
+      h(
+        "div",
+        { className: "toolbar-row filter-row" },
+        field("Sort", this.sortSelect),
+        h("label", { className: "field check" }, this.wrongBox, h("span", { text: "Misclassified only" })),
+        field("Label", this.labelSelect),
+        field("Predicted", this.predSelect),
+        field("Filename", this.queryInput, "query-field"),
+        field("Flag", this.flagSelect),
+        this.clearButton,
+      ),
+    );
+    this.steps = [];
+  }
+
+  /** Goes to the typed step, once per edit (Enter and the later blur both commit). */
+  commitStep() {
+    if (!this.stepEdited) return;
+    this.stepEdited = false;
+    const step = Number.parseInt(this.stepInput.value, 10);
+    if (Number.isFinite(step)) this.onStep({ step });
+  }
+
+  describePosition(index) {
+    if (!this.steps.length) return "no steps";
+    return `step ${this.steps[index]} · ${index + 1} of ${plural(this.steps.length, "step")}`;
+  }
+
+  /**
+   * model: {state, groups (Map), steps (sorted union), stepIndex, following, note,
+   *         classOptions, flagOptions}
+   */
+  update({ state, groups, steps, stepIndex, following, note, classOptions, flagOptions }) {
+    const signature = JSON.stringify([...groups.keys()]);
+    if (this.runList.dataset.signature !== signature) {
+      replaceChildren(
+        this.runList,
+        [...groups.values()].map((group) => {
+          const box = h("input", {
+            type: "checkbox",
+            value: group.name,
+            on: {
+              change: () => {
+                const chosen = [...this.runList.querySelectorAll("input:checked")].map((input) => input.value);
+                this.onChange({ runs: chosen, open: null });
+              },
+            },
+          });
+          return h("label", { className: "run-chip", title: group.name, dataset: { group: group.name } }, box, h("span", { className: "run-name", text: group.name }));
+        }),
+      );
+      this.runList.dataset.signature = signature;
+    }
+    for (const chip of this.runList.children) {
+      const box = chip.querySelector("input");
+      box.checked = state.runs.includes(box.value);
+      chip.classList.toggle("is-checked", box.checked);
+    }
+    const selected = state.runs.map((name) => groups.get(name)).filter(Boolean);
+    for (const button of this.modeButtons) {
+      const mode = button.dataset.mode;
+      const available = selected.some((group) => group.modes[mode]);
+      button.setAttribute("aria-pressed", String(state.mode === mode));
+      button.classList.toggle("is-unavailable", !available);
+      button.title = available ? "" : `No selected run has ${mode} batches`;
+    }
+
+    this.steps = steps;
+    const hasSteps = steps.length > 0;
+    this.prevButton.disabled = !hasSteps || stepIndex <= 0;
+    this.nextButton.disabled = !hasSteps || stepIndex >= steps.length - 1;
+    this.latestButton.disabled = !hasSteps || following;
+    this.latestButton.classList.toggle("is-following", following);
+    this.latestButton.textContent = following ? "Following latest" : "Latest";
+    this.stepInput.disabled = !hasSteps;
+    this.scrubber.disabled = steps.length < 2;
+    if (hasSteps) {
+      this.stepInput.min = String(steps[0]);
+      this.stepInput.max = String(steps[steps.length - 1]);
+      // While the user types a step, leave it; once committed, show where we are.
+      if (document.activeElement !== this.stepInput || !this.stepEdited) {
+        this.stepInput.value = String(steps[stepIndex]);
+      }
+      this.scrubber.max = String(steps.length - 1);
+      this.scrubber.value = String(stepIndex);
+      this.stepLabel.textContent = this.describePosition(stepIndex);
+    } else {
+      this.stepInput.value = "";
+      this.scrubber.max = "0";
+      this.stepLabel.textContent = "no steps";
+    }
+    this.stepNote.textContent = note || "";
+
+    this.sortSelect.value = state.sort;
+    this.wrongBox.checked = state.wrong;
+    setOptions(this.labelSelect, classOptions, state.label, "any");
+    setOptions(this.predSelect, classOptions, state.pred, "any");
+    setOptions(this.flagSelect, flagOptions.length ? flagOptions : FLAGS.map((flag) => ({ value: flag, text: flag })), state.flag, "any");
+    if (document.activeElement !== this.queryInput) this.queryInput.value = state.q;
+    this.clearButton.disabled = !(state.wrong || state.label || state.pred || state.q || state.flag);
+  }
+}

@@ -1,10 +1,11 @@
 """Training overhead of BatchImageLogger: fit() wall time with and without it.
 
-A CNN over 64x64x3 images, batch 64, tf.data from memory. Each round trains one fresh
+A CNN over 64x64x3 images (the demo's drawn shapes, or `--images noise`), batch 64,
+tf.data from memory. Each round trains one fresh
 model per configuration (same seed, so tracing is paid by every configuration alike),
 interleaved in one process; the script reports the median of the per-round ratios.
 
-    .venv/bin/python -m benchmarks.overhead --rounds 5
+    .venv/bin/python -m benchmarks.overhead --rounds 5 --epochs 5
 
 Configurations: `baseline` (no logger), `default` (BatchImageLogger with its
 defaults), `every_batch_16` (16 images of every batch).
@@ -26,6 +27,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from demo.dataset import CLASSES as CLASS_SHAPES  # noqa: E402
+from demo.dataset import draw_shape  # noqa: E402
 from tb_batch_images import BatchImageLogger  # noqa: E402
 
 IMAGE = (64, 64, 3)
@@ -33,10 +36,23 @@ BATCH = 64
 CLASSES = 10
 
 
-def dataset(samples: int, with_filenames: bool) -> tf.data.Dataset:
-    """The baseline trains on plain images; the logger runs also carry filenames."""
+def make_images(samples: int, kind: str) -> np.ndarray:
+    """`shapes`: the demo's drawn shapes on noisy backgrounds (photo-like for PNG);
+    `noise`: uniform noise, the worst case for PNG encoding."""
     rng = np.random.default_rng(0)
-    images = rng.uniform(0, 1, (samples, *IMAGE)).astype("float32")
+    if kind == "noise":
+        return rng.uniform(0, 1, (samples, *IMAGE)).astype("float32")
+    shapes = [
+        np.asarray(draw_shape(CLASS_SHAPES[i % len(CLASS_SHAPES)], rng))
+        for i in range(samples)
+    ]
+    return np.stack(shapes).astype("float32") / 255.0
+
+
+def dataset(images: np.ndarray, with_filenames: bool) -> tf.data.Dataset:
+    """The baseline trains on plain images; the logger runs also carry filenames."""
+    samples = len(images)
+    rng = np.random.default_rng(1)
     names = np.array([f"img_{i:05d}.png" for i in range(samples)], dtype=object)
     labels = rng.integers(0, CLASSES, samples)
     x = {"image": images, "filename": names} if with_filenames else images
@@ -74,9 +90,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--samples", type=int, default=1280)
+    parser.add_argument("--images", choices=("shapes", "noise"), default="shapes")
     args = parser.parse_args()
 
-    plain, named = dataset(args.samples, False), dataset(args.samples, True)
+    images = make_images(args.samples, args.images)
+    plain, named = dataset(images, False), dataset(images, True)
     logdir = tempfile.mkdtemp(prefix="tbbi_overhead_")
     configs = {
         "baseline": lambda: None,
@@ -99,7 +117,7 @@ def main() -> None:
         )
     shutil.rmtree(logdir, ignore_errors=True)
     steps = args.epochs * -(-args.samples // BATCH)
-    result = {"steps_per_fit": steps, "rounds": args.rounds}
+    result = {"steps_per_fit": steps, "rounds": args.rounds, "images": args.images}
     for name in configs:
         result[f"{name}_median_s"] = round(statistics.median(times[name]), 3)
         if name != "baseline":

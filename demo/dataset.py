@@ -17,7 +17,7 @@ CLASSES = ("circle", "square", "triangle", "cross")
 IMAGE_SIZE = 64
 
 
-def _draw(shape: str, rng: np.random.Generator) -> Image.Image:
+def draw_shape(shape: str, rng: np.random.Generator) -> Image.Image:
     background = rng.integers(0, 90, 3)
     noise = rng.integers(0, 40, (IMAGE_SIZE, IMAGE_SIZE, 3))
     pixels = np.clip(background + noise, 0, 255).astype(np.uint8)
@@ -58,9 +58,9 @@ def make_dataset(
         for index in range(per_class):
             path = directory / shape / f"{shape}_{index:04d}.png"
             if not path.exists():
-                _draw(shape, rng).save(path)
+                draw_shape(shape, rng).save(path)
             else:
-                _draw(shape, rng)  # keep the random stream identical
+                draw_shape(shape, rng)  # keep the random stream identical
             paths.append(str(path))
             labels.append(class_id)
     wrong = rng.choice(

@@ -310,19 +310,22 @@ class BatchImageLogger(keras.callbacks.Callback):
             setattr(model, function_name, None)
 
     def _uninstall(self) -> None:
+        """Restores the model's own train_step/test_step.
+
+        The functions built from our steps stay on the model: rebuilding them here
+        would cost a second or more at the end of every fit(). Our wrapped functions
+        rebuild clean functions themselves the next time they are called outside
+        this logger's fit() (see `_wrap_function`).
+        """
         model = self._installed.get("model")
         if model is None:
             return
-        for step_name, function_name in (
-            ("train_step", "train_function"),
-            ("test_step", "test_function"),
-        ):
+        for step_name in ("train_step", "test_step"):
             previous = self._installed.get(step_name)
             if previous is None:
                 model.__dict__.pop(step_name, None)
             else:
                 setattr(model, step_name, previous)
-            setattr(model, function_name, None)
         self._installed = {}
 
     def _make_step(self, mode: str, original_step: Callable, unwrap: bool) -> Callable:
@@ -377,11 +380,11 @@ class BatchImageLogger(keras.callbacks.Callback):
             if not self._in_fit or getattr(self.model, "history", None) is not (
                 self._fit_history
             ):
-                # A later fit()/evaluate() without this logger, after a fit() that
-                # ended in an exception raised outside a step: step aside for good.
+                # A later fit()/evaluate() without this logger (after ours ended,
+                # normally or by an exception): build the model's own function.
                 self._finish()
-                make = getattr(self.model, f"make_{name}")
-                make(force=True)
+                self.model.train_function = self.model.test_function = None
+                getattr(self.model, f"make_{name}")(force=True)
                 return getattr(self.model, name)(iterator)
             if mode not in self._buffers and mode not in self._disabled:
                 self._create_buffers(mode, iterator)

@@ -242,3 +242,19 @@ def test_an_error_inside_fit_restores_the_model(tmp_path):
     )
     assert model.train_step.__func__ is original_step.__func__
     assert [b.step for b in read_batches(str(tmp_path))][:3] == [0, 1, 2]
+
+
+def test_after_fit_the_model_trains_and_evaluates_without_the_logger(tmp_path):
+    model = _model()
+    original_step = model.train_step
+    logger = BatchImageLogger(str(tmp_path), every_n_steps=1, max_queue=1000)
+    model.fit(_dataset(), epochs=1, verbose=0, callbacks=[logger])
+    assert model.train_step.__func__ is original_step.__func__
+    plain = _dataset().map(lambda x, y: (x["image"], y))
+    model.evaluate(plain, verbose=0)  # a bare image tensor, as the model expects
+    model.fit(plain, epochs=1, verbose=0)
+    assert [b.step for b in read_batches(str(tmp_path))] == list(range(10))
+    # and the same logger can log a second fit, continuing the step count
+    model.fit(_dataset(), epochs=1, verbose=0, callbacks=[logger])
+    steps = [b.step for b in read_batches(str(tmp_path))]
+    assert steps == list(range(10)) + list(range(20, 30))

@@ -495,19 +495,11 @@ export class GalleryApp {
     }
   }
 
-  /** Goes to an appearance's run and step, and opens that sample. */
-  async pickAppearance(item) {
+  /** Goes to an appearance's run and step, and opens that sample (by its index in the record). */
+  pickAppearance(item) {
     const group = this.runGroup.get(seriesKey(item.run, item.tag)) ?? item.run;
-    let index = null;
-    try {
-      const batch = await api.fetchBatch(item.run, item.step, item.tag);
-      const match = (batch.samples || []).find((sample) => sample.position === item.position && sample.filename === item.filename);
-      if (match) index = match.index;
-    } catch {
-      // update() shows the error in the column
-    }
     const runs = this.state.runs.includes(group) ? this.state.runs : [...this.state.runs, group];
-    const open = index === null ? null : { group, index };
+    const open = Number.isInteger(item.index) ? { group, index: item.index } : null;
     this.lastFocus = open;
     this.setState({ runs, mode: MODES.includes(item.mode) ? item.mode : modeOf(item), step: item.step, open });
   }

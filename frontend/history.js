@@ -34,11 +34,11 @@ export function renderHistory({ filename, appearances, total, error, groupOf, cu
             {
               type: "button",
               className: "strip-item" + (isCurrent ? " is-current" : "") + (item.correct === false ? " is-wrong" : item.correct === true ? " is-right" : ""),
-              dataset: { run: item.run, step: String(item.step), position: String(item.position) },
+              dataset: { run: item.run, step: String(item.step), index: String(item.index), position: String(item.position) },
               title: `${item.run} · step ${item.step} · epoch ${item.epoch} · batch ${item.batch} · #${item.position}`,
               on: { click: () => onPick(item) },
             },
-            h("span", { className: "strip-thumb" }, sampleImage({ ...item, image_shape: item.image_shape || [] }), verdictBadge(item, "on-image compact")),
+            h("span", { className: "strip-thumb" }, sampleImage(item), verdictBadge(item, "on-image compact")),
             h("span", { className: "strip-run", text: groupOf(item), title: item.run }),
             h(
               "span",

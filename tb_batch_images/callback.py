@@ -389,11 +389,9 @@ class BatchImageLogger(keras.callbacks.Callback):
             if mode not in self._buffers and mode not in self._disabled:
                 self._create_buffers(mode, iterator)
             buffers = self._buffers.get(mode)
-            wanted = self._wanted(mode) if buffers is not None else []
-            if wanted:
-                buffers.arm(wanted)
-            elif buffers is not None and buffers.armed:
-                buffers.disarm()
+            wanted, extra = self._wanted(mode) if buffers is not None else ([], [])
+            if buffers is not None and (extra or buffers.armed):
+                buffers.arm(extra)  # a host write only around irregular steps
             try:
                 logs = function(iterator)
             except (StopIteration, tf.errors.OutOfRangeError):
@@ -402,7 +400,7 @@ class BatchImageLogger(keras.callbacks.Callback):
                 self._finish()  # KeyboardInterrupt or an error: keep what was logged
                 raise
             if wanted:
-                self._collect(mode, buffers)
+                self._collect(mode, buffers, wanted)
             return logs
 
         wrapped._tb_batch_images = True
@@ -438,6 +436,8 @@ class BatchImageLogger(keras.callbacks.Callback):
                 selection=self.selection,
                 loss_fn=capture.per_sample_loss_fn(getattr(model, "loss", None)),
                 start_counter=start,
+                every_n=self.every_n_steps if mode == "train" else 0,
+                below=0 if mode == "train" else self.validation_batches,
             )
 
     def _disable(self, mode: str, reason: str) -> None:
@@ -451,26 +451,35 @@ class BatchImageLogger(keras.callbacks.Callback):
             self._writer.count_drop(mode, "not_image")
 
     # -- scheduling and collecting --------------------------------------------------
-    def _wants_step(self, step: int) -> bool:
-        if self.every_n_steps and step % self.every_n_steps == 0:
-            return True
+    def _is_extra_step(self, step: int) -> bool:
+        """A step of the user's log_steps (the regular schedule aside)."""
         if self.log_steps is None:
             return False
         if callable(self.log_steps):
             return bool(self.log_steps(step))
         return step in self.log_steps
 
-    def _wanted(self, mode: str) -> list[int]:
+    def _wanted(self, mode: str) -> tuple[list[int], list[int]]:
+        """(every step the next execution captures, those off the regular schedule)."""
         slots = self._buffers[mode].slots
-        if mode == "train":
-            first = self._epoch_base + self._train_begin_step
-            return [s for s in range(first, first + slots) if self._wants_step(s)]
-        first = self._test_begin_step
-        return [b for b in range(first, first + slots) if b < self.validation_batches]
+        if mode == "validation":
+            first = self._test_begin_step
+            return [
+                b for b in range(first, first + slots) if b < self.validation_batches
+            ], []
+        first = self._epoch_base + self._train_begin_step
+        steps = range(first, first + slots)
+        extra = [s for s in steps if self._is_extra_step(s)]
+        regular = [
+            s for s in steps if self.every_n_steps and s % self.every_n_steps == 0
+        ]
+        return sorted(set(regular) | set(extra)), extra
 
-    def _collect(self, mode: str, buffers: capture.ModeBuffers) -> None:
+    def _collect(
+        self, mode: str, buffers: capture.ModeBuffers, expected: list[int]
+    ) -> None:
         try:
-            captured = buffers.collect()
+            captured = buffers.collect(expected)
         except Exception as error:  # never let logging stop training
             self._warn("collect", f"could not read the captured batch ({error})")
             return

@@ -297,9 +297,16 @@ class ModeBuffers:
         selection: str,
         loss_fn: Callable | None,
         start_counter: int,
+        every_n: int = 0,
+        below: int = 0,
     ):
         self.layout = layout
         self.slots = slots
+        # The regular schedule is decided in the graph, so regular steps need no
+        # write from the host: every `every_n`-th count, and counts below `below`.
+        # `want` adds steps the host names (arm) for irregular schedules.
+        self.every_n = every_n
+        self.below = below
         self.samples = samples
         self.selection = selection
         self.loss_fn = loss_fn
@@ -360,14 +367,19 @@ class ModeBuffers:
     def capture(self, image: tf.Tensor, metadata: dict, y: Any, y_pred: Any) -> None:
         """Counts the step and, if it is wanted, copies the chosen samples."""
         current = self.counter.assign_add(1) - 1
-        hit = tf.equal(self.want, current)
-        slot = tf.argmax(tf.cast(hit, tf.int32), output_type=tf.int32)
+        hit = tf.reduce_any(tf.equal(self.want, current))
+        if self.every_n:
+            hit = tf.logical_or(hit, tf.equal(current % self.every_n, 0))
+        if self.below:
+            hit = tf.logical_or(hit, tf.less(current, self.below))
+        # Any `slots` consecutive counts have distinct residues: one slot each.
+        slot = tf.cast(current % self.slots, tf.int32)
 
         def copy() -> tf.Tensor:
             self._copy(slot, current, image, metadata, y, y_pred)
             return tf.constant(True)
 
-        tf.cond(tf.reduce_any(hit), copy, lambda: tf.constant(False))
+        tf.cond(hit, copy, lambda: tf.constant(False))
 
     def _copy(self, slot, current, image, metadata, y, y_pred) -> None:
         n = self.samples
@@ -484,16 +496,12 @@ class ModeBuffers:
         return image, stats
 
     # -- on the training thread ----------------------------------------------
-    def arm(self, wanted: list[int]) -> None:
-        """Sets the counter values (steps) to capture in the next execution."""
-        padded = (wanted + [-1] * self.slots)[: self.slots]
-        if padded != self.armed:
+    def arm(self, extra: list[int]) -> None:
+        """Sets the steps off the regular schedule to capture in the next execution."""
+        padded = (extra + [-1] * self.slots)[: self.slots]
+        if padded != (self.armed or [-1] * self.slots):
             self.want.assign(np.asarray(padded, np.int64))
-            self.armed = padded
-
-    def disarm(self) -> None:
-        self.arm([])
-        self.armed = None
+        self.armed = padded if extra else None
 
     def read_counter(self) -> int:
         return int(self.counter.numpy())
@@ -503,17 +511,22 @@ class ModeBuffers:
         self.counter.assign(value)
         self.filled_step.assign(np.full([self.slots], -1, np.int64))
 
-    def collect(self) -> list[dict[str, Any]]:
-        """Copies every filled slot to host memory, one dict per captured step.
+    def collect(self, expected: list[int]) -> list[dict[str, Any]]:
+        """Copies the captured steps to host memory, one dict per step.
 
-        Counter values are unique within a run (validation restarts its count
-        with `set_counter`, which clears `filled_step`), so a slot whose step is
-        wanted was filled in this execution.
+        `expected` are the counts the last execution should have captured. Counts
+        are unique within a run (validation restarts its count with `set_counter`,
+        which clears `filled_step`), so a slot holding an expected count was filled
+        in this execution; an expected step that did not run (a short last
+        execution) is simply absent.
         """
         arrays = {name: value.numpy() for name, value in self._read_all().items()}
-        wanted = {v for v in self.armed or [] if v >= 0}
         filled = arrays.pop("filled_step")
-        slots = [i for i, step in enumerate(filled) if int(step) in wanted]
+        slots = [
+            step % self.slots
+            for step in expected
+            if int(filled[step % self.slots]) == step
+        ]
         captured = []
         for slot in slots:
             count = int(arrays["count"][slot])

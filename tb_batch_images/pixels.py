@@ -81,8 +81,12 @@ def to_uint8(
             pixels = np.round(pixels).astype(np.uint8)
         return pixels, flags, None
 
-    values = np.nan_to_num(values.astype(np.float32, copy=False), nan=0.0)
     used_range = value_range or choose_value_range(dtype, image_stats)
+    if values.dtype == np.uint8 and used_range == (0.0, 255.0):
+        return values, flags, used_range  # already pixels: nothing to compute
+    values = values.astype(np.float32, copy=False)
+    if image_stats[:, 2:].any():  # NaN or Inf somewhere: NaN shows as 0
+        values = np.nan_to_num(values, nan=0.0)
     if used_range is None:
         # Matches no known range (e.g. mean/std normalised): stretch per sample.
         scaled = np.empty_like(values)
@@ -99,8 +103,11 @@ def to_uint8(
         finite_min, finite_max = image_stats[i][0], image_stats[i][1]
         if np.isfinite(finite_min) and (finite_min < lo or finite_max > hi):
             flags[i].append(fmt.FLAG_CLIPPED)
-    scaled = (np.clip(values, lo, hi) - lo) / (hi - lo)
-    return _float_to_uint8(scaled), flags, used_range
+    scaled = np.clip(values, lo, hi)
+    scaled -= lo
+    scaled *= 255.0 / (hi - lo)
+    scaled += 0.5  # round half up, then truncate
+    return scaled.astype(np.uint8), flags, used_range
 
 
 def _float_to_uint8(unit: np.ndarray) -> np.ndarray:

@@ -324,7 +324,8 @@ def _appearance(
         "mode": plugin_data.mode_of_run(series.run, info),
         "step": info.ref.step,
         "epoch": info.epoch,
-        "batch": info.batch,
+        "batch": sample.get("batch", info.batch),
+        "index": index,
         **{field: sample.get(field) for field in plugin_data.HISTORY_FIELDS},
         "image": plugin_data.image_key(series.run, series.tag, info.ref, index),
     }

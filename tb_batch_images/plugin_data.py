@@ -65,6 +65,8 @@ HISTORY_FIELDS = (
     "confidence",
     "correct",
     "loss",
+    "flags",
+    "image_shape",
 )
 
 _MAX_KEY_CHARS = 4096

@@ -6,12 +6,23 @@ Sections:
   `write_summary` + `format.encode_record`, for retention and crash cases);
 - `PluginServer`: the plugin inside TensorBoard's real WSGI app, over a real data
   provider (`load_fast=False`: the in-process loader; `True`: the Rust data server),
-  queried with werkzeug's test client.
+  queried with werkzeug's test client;
+- `TensorBoardProcess` (fixture `tensorboard`): the real `tensorboard` command on
+  127.0.0.1, queried over HTTP;
+- `chromium_browser`: headless Chromium through Playwright.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import socket
+import subprocess
+import sys
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -217,6 +228,139 @@ def plugin_server() -> Iterator[Callable[..., PluginServer]]:
     yield start
     for server in servers:
         server.close()
+
+
+# -- a real `tensorboard` process --------------------------------------------------
+class TensorBoardProcess:
+    """`python -m tensorboard.main --logdir LOGDIR *flags` on 127.0.0.1, a free port.
+
+    `start()` launches it (output in `tensorboard-PORT.log` beside the log directory),
+    `wait_until()` polls for readiness within a bound, `stop()` terminates it (kills it
+    if it does not exit). The `tensorboard` fixture stops every one it started.
+    """
+
+    STARTUP_TIMEOUT = 90.0
+
+    def __init__(self, logdir: Path, *flags: str):
+        self.logdir = Path(logdir)
+        self.flags = flags
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> TensorBoardProcess:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log = self.logdir.parent / f"tensorboard-{self.port}.log"
+        command = [
+            sys.executable,
+            "-m",
+            "tensorboard.main",
+            "--logdir",
+            str(self.logdir),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--reload_interval",
+            "1",
+            *self.flags,
+        ]
+        with self.log.open("wb") as log:
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT
+            )
+        return self
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=15)
+
+    def url(self, fragment: str = "") -> str:
+        return f"{self.base}/{fragment}"
+
+    def get(self, route: str, **params: Any) -> tuple[int, str, bytes, Any]:
+        """(status, content type, body, headers) of a GET, 4xx and 5xx included."""
+        url = self.base + route
+        if params:
+            url += "?" + urllib.parse.urlencode(params)
+        try:
+            with urllib.request.urlopen(url, timeout=30) as response:
+                return (
+                    response.status,
+                    response.headers.get_content_type(),
+                    response.read(),
+                    response.headers,
+                )
+        except urllib.error.HTTPError as error:
+            return (
+                error.code,
+                error.headers.get_content_type(),
+                error.read(),
+                error.headers,
+            )
+
+    def json(self, route: str, **params: Any) -> Any:
+        """The JSON answer of a plugin route, e.g. `json("/steps", run="a/train")`."""
+        status, content_type, body, _ = self.get(PLUGIN_ROUTE + route, **params)
+        assert (status, content_type) == (200, "application/json"), (
+            route,
+            params,
+            body,
+        )
+        return json.loads(body)
+
+    def runs(self) -> dict[str, dict[str, Any]]:
+        """{run: Run} as the plugin lists them."""
+        return {run["run"]: run for run in self.json("/runs")["runs"]}
+
+    def steps_kept(self) -> dict[str, int]:
+        """{run: steps kept} as the plugin lists them."""
+        return {run: info["steps_kept"] for run, info in self.runs().items()}
+
+    def wait_until(
+        self, predicate: Callable[[], Any], timeout: float = STARTUP_TIMEOUT
+    ) -> Any:
+        """predicate()'s first truthy value; fails if tensorboard exits or time runs out.
+
+        OSError and AssertionError (not answering yet) count as not ready.
+        """
+        assert self.process is not None, "start() it first"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(
+                    f"tensorboard exited:\n{self.log.read_text(errors='replace')}"
+                )
+            try:
+                value = predicate()
+            except (OSError, AssertionError):
+                value = None
+            if value:
+                return value
+            time.sleep(0.25)
+        pytest.fail(
+            f"timed out; tensorboard log:\n{self.log.read_text(errors='replace')}"
+        )
+
+
+@pytest.fixture
+def tensorboard() -> Iterator[Callable[..., TensorBoardProcess]]:
+    """`tensorboard(logdir, *flags)`: a started `TensorBoardProcess`, always stopped."""
+    with contextlib.ExitStack() as started:
+
+        def start(logdir: Path, *flags: str) -> TensorBoardProcess:
+            board = TensorBoardProcess(logdir, *flags)
+            started.callback(board.stop)  # runs even if another stop fails
+            return board.start()
+
+        yield start
 
 
 # -- browser: headless Chromium through Playwright (tests/test_gallery_browser.py) --

@@ -25,12 +25,7 @@ import dataclasses
 import datetime
 import re
 import shutil
-import socket
-import subprocess
-import sys
-import time
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -39,6 +34,8 @@ import numpy as np
 import pytest
 
 from tb_batch_images import format as fmt
+
+from .conftest import TensorBoardProcess
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -226,75 +223,6 @@ def nearest(steps: list[int], target: int) -> int:
     return min(steps, key=lambda step: (abs(step - target), step))
 
 
-# -- a real tensorboard process ----------------------------------------------------------
-class TensorBoard:
-    """`python -m tensorboard.main` on 127.0.0.1 with a free port."""
-
-    def __init__(self, logdir: Path, *flags: str):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.log = logdir.parent / f"tensorboard-{self.port}.log"
-        command = [
-            sys.executable,
-            "-m",
-            "tensorboard.main",
-            "--logdir",
-            str(logdir),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--reload_interval",
-            "1",
-            *flags,
-        ]
-        with self.log.open("wb") as log:
-            self.process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT
-            )
-
-    def url(self, fragment: str = "") -> str:
-        return f"{self.base}/{fragment}"
-
-    def runs(self) -> dict[str, int]:
-        """{run: steps kept} as the plugin lists them."""
-        import json
-
-        route = f"{self.base}/data/plugin/{fmt.PLUGIN_NAME}/runs"
-        with urllib.request.urlopen(route, timeout=10) as response:
-            return {
-                run["run"]: run["steps_kept"] for run in json.load(response)["runs"]
-            }
-
-    def wait_for(self, predicate: Callable[[], Any], timeout: float = 90) -> Any:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                pytest.fail(
-                    f"tensorboard exited:\n{self.log.read_text(errors='replace')}"
-                )
-            try:
-                value = predicate()
-            except OSError:
-                value = None
-            if value:
-                return value
-            time.sleep(0.25)
-        pytest.fail(
-            f"timed out; tensorboard log:\n{self.log.read_text(errors='replace')}"
-        )
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=15)
-
-
 def _expected_runs(root: Path) -> dict[str, int]:
     return {
         f"{run_dir.parent.name}/{run_dir.name}": len(logged_batches(run_dir))
@@ -304,12 +232,14 @@ def _expected_runs(root: Path) -> dict[str, int]:
 
 
 @pytest.fixture(scope="module")
-def board(logs: Logs) -> Iterator[TensorBoard]:
+def board(logs: Logs) -> Iterator[TensorBoardProcess]:
     """TensorBoard over `logs`, keeping every step."""
-    server = TensorBoard(logs.root, "--samples_per_plugin", f"{fmt.PLUGIN_NAME}=0")
+    server = TensorBoardProcess(
+        logs.root, "--samples_per_plugin", f"{fmt.PLUGIN_NAME}=0"
+    )
     try:
         expected = _expected_runs(logs.root)
-        server.wait_for(lambda: server.runs() == expected)
+        server.start().wait_until(lambda: server.steps_kept() == expected)
         yield server
     finally:
         server.stop()
@@ -400,7 +330,7 @@ class Gallery:
 
 @pytest.fixture
 def gallery(
-    browser_context: Any, board: TensorBoard
+    browser_context: Any, board: TensorBoardProcess
 ) -> Iterator[Callable[..., Gallery]]:
     """`gallery(fragment)`: a new page on TensorBoard; no page errors, no dialogs."""
     opened: list[Gallery] = []
@@ -986,16 +916,19 @@ def test_a_64_tile_step_paints_in_under_a_second(
 
 
 def test_empty_logdir_says_how_to_log_then_dropped_steps_say_how_to_keep_all(
-    browser_context: Any, logs: Logs, tmp_path: Path
+    browser_context: Any,
+    logs: Logs,
+    tmp_path: Path,
+    tensorboard: Callable[..., TensorBoardProcess],
 ) -> None:
     logdir = tmp_path / "logs"
     logdir.mkdir()
-    server = TensorBoard(
+    server = tensorboard(
         logdir, "--samples_per_plugin", f"{fmt.PLUGIN_NAME}={RETENTION}"
     )
     view = Gallery(browser_context.new_page())
     try:
-        server.wait_for(lambda: server.runs() == {})
+        server.wait_until(lambda: server.steps_kept() == {})
         view.page.goto(server.url(view_fragment()))
         handle = view.page.wait_for_selector("iframe[src*='plugin_entry.html']")
         view.frame = handle.content_frame()
@@ -1006,7 +939,9 @@ def test_empty_logdir_says_how_to_log_then_dropped_steps_say_how_to_keep_all(
 
         # The logger's steps arrive; TensorBoard's reload shows them, and what it dropped.
         shutil.copytree(logs.root / "baseline", logdir / "baseline")
-        server.wait_for(lambda: server.runs().get("baseline/train") == RETENTION)
+        server.wait_until(
+            lambda: server.steps_kept().get("baseline/train") == RETENTION
+        )
         view.page.click("button.reload-button")
         view.wait_ready()
         notice = view.frame.inner_text(".notice[data-kind=retention]")
@@ -1016,11 +951,10 @@ def test_empty_logdir_says_how_to_log_then_dropped_steps_say_how_to_keep_all(
         assert view.errors == []
     finally:
         view.page.close()
-        server.stop()
 
 
 def test_tensorboard_reload_picks_up_new_steps_without_losing_the_place(
-    gallery: Callable[..., Gallery], logs: Logs, board: TensorBoard
+    gallery: Callable[..., Gallery], logs: Logs, board: TensorBoardProcess
 ) -> None:
     before = logged_batches(logs.root / "growing" / "train")
     step = list(before)[2]
@@ -1033,7 +967,7 @@ def test_tensorboard_reload_picks_up_new_steps_without_losing_the_place(
     logs.grow()
     after = logged_batches(logs.root / "growing" / "train")
     assert len(after) > count
-    board.wait_for(lambda: board.runs()["growing/train"] == len(after))
+    board.wait_until(lambda: board.steps_kept()["growing/train"] == len(after))
     view.page.click("button.reload-button")
     view.frame.wait_for_function(
         "label => document.querySelector('.step-label').textContent.endsWith(label)",

@@ -212,9 +212,14 @@ def test_history_finds_every_appearance_of_a_filename(server: PluginServer):
             "prediction",
             "loss",
             "correct",
+            "flags",
+            "image_shape",
+            "batch",
         ):
             assert appearance[field] == sample[field]
         assert appearance["image"] == sample["image"]
+        batch = server.json("/samples", run=run, step=step)
+        assert batch["samples"][appearance["index"]]["image"] == sample["image"]
         assert appearance["mode"] == run.rsplit("/", 1)[1]
 
 

@@ -14,6 +14,7 @@ defaults), `every_batch_16` (16 images of every batch).
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import shutil
@@ -29,7 +30,7 @@ import tensorflow as tf  # noqa: E402
 
 from demo.dataset import CLASSES as CLASS_SHAPES  # noqa: E402
 from demo.dataset import draw_shape  # noqa: E402
-from tb_batch_images import BatchImageLogger  # noqa: E402
+from tb_batch_images import BatchImageLogger, read_batches  # noqa: E402
 
 IMAGE = (64, 64, 3)
 BATCH = 64
@@ -80,6 +81,7 @@ def model() -> keras.Model:
 
 def timed_fit(data, epochs: int, logger: BatchImageLogger | None) -> float:
     net = model()
+    gc.collect()  # the previous round's models are freed here, outside the timing
     start = time.perf_counter()
     net.fit(data, epochs=epochs, verbose=0, callbacks=[logger] if logger else [])
     return time.perf_counter() - start
@@ -97,19 +99,23 @@ def main() -> None:
     plain, named = dataset(images, False), dataset(images, True)
     logdir = tempfile.mkdtemp(prefix="tbbi_overhead_")
     configs = {
-        "baseline": lambda: None,
-        "default": lambda: BatchImageLogger(f"{logdir}/default"),
-        "every_batch_16": lambda: BatchImageLogger(
-            f"{logdir}/every", every_n_steps=1, samples_per_batch=16
+        "baseline": lambda run: None,
+        "default": lambda run: BatchImageLogger(f"{logdir}/default_{run}"),
+        "every_batch_16": lambda run: BatchImageLogger(
+            f"{logdir}/every_batch_16_{run}", every_n_steps=1, samples_per_batch=16
         ),
     }
     timed_fit(plain, 1, None)  # warm up TensorFlow and the input pipelines
-    timed_fit(named, 1, configs["default"]())
+    timed_fit(named, 1, configs["default"]("warmup"))
     times: dict[str, list[float]] = {name: [] for name in configs}
+    logged: dict[str, list[int]] = {name: [] for name in configs if name != "baseline"}
     for round_index in range(args.rounds):
         for name, make_logger in configs.items():
             data = plain if name == "baseline" else named
-            times[name].append(timed_fit(data, args.epochs, make_logger()))
+            times[name].append(timed_fit(data, args.epochs, make_logger(round_index)))
+            if name in logged:  # what was written, counted outside the timing
+                run_dir = f"{logdir}/{name}_{round_index}"
+                logged[name].append(len(list(read_batches(run_dir))))
         print(
             f"round {round_index + 1}: "
             + ", ".join(f"{n} {t[-1]:.2f}s" for n, t in times.items()),
@@ -125,6 +131,7 @@ def main() -> None:
                 t / b for t, b in zip(times[name], times["baseline"], strict=True)
             ]
             result[f"{name}_ratio_median"] = round(statistics.median(ratios), 3)
+            result[f"{name}_batches_written"] = logged[name]
     print(json.dumps(result, indent=2))
 
 

@@ -546,13 +546,16 @@ class BatchImageLogger(keras.callbacks.Callback):
         images: list[bytes] = []
         samples = []
         output_shape = buffers.output_shape
+        task = self._task
+        if output_shape is not None and len(output_shape) > 1:
+            task = predictions.RAW  # a dense map (e.g. segmentation): shown raw
         for i in range(len(batch.positions)):
             encoded, shape = pixel_utils.encode(
                 pixels[i], self.max_image_size, self.image_format
             )
             images.append(encoded)
             fields, label_flags = predictions.describe_sample(
-                self._task,
+                task,
                 self._from_logits,
                 _sample_values(batch.labels, i, buffers.label_shape),
                 _sample_values(batch.outputs, i, output_shape),
@@ -583,7 +586,6 @@ class BatchImageLogger(keras.callbacks.Callback):
                 }
             )
         num_classes = None
-        task = self._task
         if output_shape and task != predictions.RAW:
             num_classes = int(np.prod(output_shape))
             if task == predictions.BINARY and num_classes > 1:

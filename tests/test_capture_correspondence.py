@@ -434,3 +434,36 @@ def test_mirrored_strategy_logs_replica_zeros_share(tmp_path):
     assert summary["replicas"] == 2
     assert summary["steps"] == list(range(STEPS))
     assert summary["checked"] > 0
+
+
+def test_dense_map_outputs_are_recorded_raw_with_a_summary(tmp_path):
+    """A segmentation-like model: [batch, 8, 8, 2] outputs, per-pixel targets."""
+
+    def to_example(image, sample_id):
+        target = tf.fill([8, 8], sample_id % 2)
+        return {"image": rig.augment(image), "sample_id": sample_id}, target
+
+    data = _ids_dataset().map(to_example).batch(BATCH)
+    inputs = keras.Input((rig.SIZE, rig.SIZE, 3), name="image")
+    hidden = keras.layers.Conv2D(4, 3, strides=2, padding="same", activation="relu")(
+        inputs
+    )
+    outputs = keras.layers.Conv2D(2, 1, activation="softmax")(hidden)
+    model = keras.Model(inputs, outputs)
+    model.compile("adam", "sparse_categorical_crossentropy", jit_compile=False)
+    model.fit(
+        data,
+        epochs=1,
+        verbose=0,
+        callbacks=[BatchImageLogger(str(tmp_path), every_n_steps=1, max_queue=100)],
+    )
+    batches = list(read_batches(str(tmp_path)))
+    assert len(batches) == 7
+    for sample in batches[0].samples:
+        sample_id = rig.decode_id(sample.image)
+        summary = sample.record["output_summary"]
+        assert summary["shape"] == [8, 8, 2]
+        assert 0.0 <= summary["min"] <= summary["mean"] <= summary["max"] <= 1.0
+        assert len(sample.prediction) == 64  # the first 64 values, raw
+        assert sample.label[:64] == [float(sample_id % 2)] * 64
+        assert sample.loss is not None and sample.loss > 0

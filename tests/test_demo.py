@@ -56,3 +56,44 @@ def test_demo_logs_reveal_the_mislabelled_files_among_the_highest_losses(tmp_pat
         found = sum(s.filename in mislabelled for s in hardest)
         # 5% of the files are wrong; among the 10 highest losses most should be.
         assert found >= 6, (run, [(s.filename, s.loss) for s in hardest])
+
+
+def test_demo_trains_on_a_users_folder_of_class_subfolders(tmp_path):
+    from PIL import Image
+
+    for class_name, colour in (("cats", (200, 30, 30)), ("dogs", (30, 30, 200))):
+        folder = tmp_path / "mine" / class_name
+        folder.mkdir(parents=True)
+        for index in range(12):
+            size = (40 + index, 30)  # odd sizes: the demo resizes
+            Image.new("RGB", size, colour).save(folder / f"{class_name}_{index}.jpg")
+    logs = tmp_path / "logs"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "demo",
+            "--no-serve",
+            "--data-dir",
+            str(tmp_path / "mine"),
+            "--epochs",
+            "1",
+            "--every-n-steps",
+            "1",
+            "--logdir",
+            str(logs),
+        ],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "using 24 images in 2 classes" in result.stdout
+    samples = [s for b in read_batches(str(logs), run="plain/train") for s in b.samples]
+    assert len(samples) == 24
+    for sample in samples:
+        class_name = "cats" if "/cats/" in sample.filename else "dogs"
+        assert sample.label_name == class_name
+        assert sample.image.shape == (64, 64, 3)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -41,6 +42,26 @@ from tb_batch_images import format as fmt
 from tb_batch_images.plugin import BatchImagesLoader
 
 PLUGIN_ROUTE = f"/data/plugin/{fmt.PLUGIN_NAME}"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def run_python() -> Callable[..., subprocess.CompletedProcess]:
+    """`run_python(args, cwd)`: runs `python ARGS` in a fresh process, the repository
+    on PYTHONPATH, and returns the finished process (output captured as text)."""
+
+    def run(args: list[str], cwd: Path | str, timeout: float = 600):
+        return subprocess.run(
+            [sys.executable, *args],
+            cwd=cwd,
+            env={**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    return run
+
 
 # The tiny model of `keras_logdir`: 48 samples of 16x16x3, 3 classes, batches of 8.
 KERAS_SAMPLES = 48

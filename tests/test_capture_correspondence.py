@@ -9,9 +9,6 @@ files back with read_batches.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -419,16 +416,9 @@ MIRRORED_SCRIPT = textwrap.dedent(
 )
 
 
-def test_mirrored_strategy_logs_replica_zeros_share(tmp_path):
+def test_mirrored_strategy_logs_replica_zeros_share(tmp_path, run_python):
     root = Path(__file__).resolve().parents[1]
-    result = subprocess.run(
-        [sys.executable, "-c", MIRRORED_SCRIPT, str(tmp_path / "logs")],
-        cwd=root,
-        env={**os.environ, "PYTHONPATH": str(root), "TF_CPP_MIN_LOG_LEVEL": "2"},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    result = run_python(["-c", MIRRORED_SCRIPT, str(tmp_path / "logs")], cwd=root)
     assert result.returncode == 0, result.stderr[-4000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["replicas"] == 2

@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 from tb_batch_images import read_batches
 
-ROOT = Path(__file__).resolve().parents[1]
 
-
-def test_demo_logs_reveal_the_mislabelled_files_among_the_highest_losses(tmp_path):
+def test_demo_logs_reveal_the_mislabelled_files_among_the_highest_losses(
+    tmp_path, run_python
+):
     work, logs = tmp_path / "images", tmp_path / "logs"
-    result = subprocess.run(
+    result = run_python(
         [
-            sys.executable,
             "-m",
             "demo",
             "--no-serve",
@@ -28,10 +24,6 @@ def test_demo_logs_reveal_the_mislabelled_files_among_the_highest_losses(tmp_pat
             str(logs),
         ],
         cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"},
-        capture_output=True,
-        text=True,
-        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "trained both runs" in result.stdout
@@ -58,7 +50,7 @@ def test_demo_logs_reveal_the_mislabelled_files_among_the_highest_losses(tmp_pat
         assert found >= 6, (run, [(s.filename, s.loss) for s in hardest])
 
 
-def test_demo_trains_on_a_users_folder_of_class_subfolders(tmp_path):
+def test_demo_trains_on_a_users_folder_of_class_subfolders(tmp_path, run_python):
     from PIL import Image
 
     for class_name, colour in (("cats", (200, 30, 30)), ("dogs", (30, 30, 200))):
@@ -68,9 +60,8 @@ def test_demo_trains_on_a_users_folder_of_class_subfolders(tmp_path):
             size = (40 + index, 30)  # odd sizes: the demo resizes
             Image.new("RGB", size, colour).save(folder / f"{class_name}_{index}.jpg")
     logs = tmp_path / "logs"
-    result = subprocess.run(
+    result = run_python(
         [
-            sys.executable,
             "-m",
             "demo",
             "--no-serve",
@@ -84,10 +75,6 @@ def test_demo_trains_on_a_users_folder_of_class_subfolders(tmp_path):
             str(logs),
         ],
         cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"},
-        capture_output=True,
-        text=True,
-        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "using 24 images in 2 classes" in result.stdout

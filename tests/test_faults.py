@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 import warnings
 from pathlib import Path
@@ -173,19 +170,8 @@ KILL_SCRIPT = textwrap.dedent(
 )
 
 
-def _run_script(script: str, logdir: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-c", script, str(logdir)],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
-def test_sigkill_keeps_every_batch_flushed_before_the_kill(tmp_path):
-    result = _run_script(KILL_SCRIPT, tmp_path)
+def test_sigkill_keeps_every_batch_flushed_before_the_kill(tmp_path, run_python):
+    result = run_python(["-c", KILL_SCRIPT, str(tmp_path)], cwd=ROOT)
     assert result.returncode == -9, result.stderr[-3000:]
     assert "flushed epoch 0" in result.stdout
     batches = list(read_batches(str(tmp_path)))
@@ -215,8 +201,8 @@ INTERRUPT_SCRIPT = textwrap.dedent(
 )
 
 
-def test_keyboard_interrupt_keeps_what_was_logged(tmp_path):
-    result = _run_script(INTERRUPT_SCRIPT, tmp_path)
+def test_keyboard_interrupt_keeps_what_was_logged(tmp_path, run_python):
+    result = run_python(["-c", INTERRUPT_SCRIPT, str(tmp_path)], cwd=ROOT)
     assert result.returncode != 0 and "KeyboardInterrupt" in result.stderr
     assert [b.step for b in read_batches(str(tmp_path))] == list(range(7))
 

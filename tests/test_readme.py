@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -17,18 +14,11 @@ def quick_start_snippets() -> list[str]:
     return re.findall(r"```python\n(.*?)```", section, flags=re.S)
 
 
-def test_readme_quick_start_trains_logs_and_reads_back(tmp_path):
+def test_readme_quick_start_trains_logs_and_reads_back(tmp_path, run_python):
     snippets = quick_start_snippets()
     assert len(snippets) == 2, "the quick start has a training and a reading snippet"
     script = "\n".join(snippets)
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    result = run_python(["-c", script], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     lines = [
         line

@@ -35,7 +35,7 @@ from benchmarks import make_logdir
 ROUTE = "/data/plugin/batch_images"
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
@@ -53,12 +53,12 @@ def _get(base: str, route: str, **params: Any) -> tuple[float, bytes]:
     return (time.perf_counter() - start) * 1000, body
 
 
-def _json(base: str, route: str, **params: Any) -> tuple[float, Any]:
+def get_json(base: str, route: str, **params: Any) -> tuple[float, Any]:
     elapsed, body = _get(base, ROUTE + route, **params)
     return elapsed, json.loads(body)
 
 
-def _rss_mib(pid: int) -> float:
+def rss_mib(pid: int) -> float:
     """Resident memory of a process and all its descendants, in MiB."""
     children: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
@@ -102,14 +102,11 @@ class Timings:
         return rows
 
 
-def measure(
-    logdir: Path, load_fast: str, runs: int, steps: int, seed: int = 0
-) -> list[str]:
-    """Starts TensorBoard, times every route, stops it; returns markdown rows."""
-    rng = random.Random(seed)
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    started = time.perf_counter()
+def start_tensorboard(
+    logdir: Path, load_fast: str, extra_args: list[str] | None = None
+) -> tuple[subprocess.Popen, str]:
+    """Starts the real `tensorboard` on a free 127.0.0.1 port: (process, base URL)."""
+    port = free_port()
     process = subprocess.Popen(
         [
             sys.executable,
@@ -123,17 +120,28 @@ def measure(
             str(port),
             "--load_fast",
             load_fast,
+            *(extra_args or []),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    return process, f"http://127.0.0.1:{port}"
+
+
+def measure(
+    logdir: Path, load_fast: str, runs: int, steps: int, seed: int = 0
+) -> list[str]:
+    """Starts TensorBoard, times every route, stops it; returns markdown rows."""
+    rng = random.Random(seed)
+    started = time.perf_counter()
+    process, base = start_tensorboard(logdir, load_fast)
     timings = Timings()
     try:
         # Loaded: every run lists every step. The first /runs is the cold one.
         first_runs_ms = None
         while True:
             try:
-                elapsed, answer = _json(base, "/runs")
+                elapsed, answer = get_json(base, "/runs")
                 first_runs_ms = first_runs_ms or elapsed
                 kept = [run["steps_kept"] for run in answer["runs"]]
                 if len(kept) == runs and all(count == steps for count in kept):
@@ -145,32 +153,32 @@ def measure(
             time.sleep(0.5)
         load_seconds = time.perf_counter() - started
         run_names = [run["run"] for run in answer["runs"]]
-        rss_loaded = _rss_mib(process.pid)
+        rss_loaded = rss_mib(process.pid)
 
         for _ in range(30):
-            timings.add("`/runs`", _json(base, "/runs")[0])
+            timings.add("`/runs`", get_json(base, "/runs")[0])
         for run in rng.sample(run_names, min(5, len(run_names))):  # before any /steps
             for _ in range(10):
                 step = rng.randrange(steps)
                 timings.add(
                     "`/samples` cold (record not yet read)",
-                    _json(base, "/samples", run=run, step=step)[0],
+                    get_json(base, "/samples", run=run, step=step)[0],
                 )
         for run in run_names:
             timings.add(
                 "`/steps` cold (first for a run: 1,000 records read)",
-                _json(base, "/steps", run=run)[0],
+                get_json(base, "/steps", run=run)[0],
             )
         for _ in range(100):
             timings.add(
                 "`/steps` (1,000 steps)",
-                _json(base, "/steps", run=rng.choice(run_names))[0],
+                get_json(base, "/steps", run=rng.choice(run_names))[0],
             )
         for _ in range(100):
             run = rng.choice(run_names)
             timings.add(
                 "`/steps?limit=100`",
-                _json(
+                get_json(
                     base,
                     "/steps",
                     run=run,
@@ -180,7 +188,7 @@ def measure(
             )
         keys, filenames = [], []
         for _ in range(200):
-            elapsed, batch = _json(
+            elapsed, batch = get_json(
                 base, "/samples", run=rng.choice(run_names), step=rng.randrange(steps)
             )
             timings.add("`/samples`", elapsed)
@@ -190,7 +198,7 @@ def measure(
             timings.add("`/image`", _get(base, ROUTE + "/image", key=key)[0])
         with futures.ThreadPoolExecutor(16) as pool:
             for _ in range(20):
-                _, batch = _json(
+                _, batch = get_json(
                     base,
                     "/samples",
                     run=rng.choice(run_names),
@@ -209,14 +217,15 @@ def measure(
                 )
         hits = []
         for filename in filenames[:20]:
-            elapsed, answer = _json(base, "/history", filename=filename)
+            elapsed, answer = get_json(base, "/history", filename=filename)
             timings.add("`/history?filename=` (all runs)", elapsed)
             hits.append(len(answer["appearances"]))
         for sample_id in rng.sample(range(2000), 20):
             timings.add(
-                "`/history?sample_id=`", _json(base, "/history", sample_id=sample_id)[0]
+                "`/history?sample_id=`",
+                get_json(base, "/history", sample_id=sample_id)[0],
             )
-        rss_after = _rss_mib(process.pid)
+        rss_after = rss_mib(process.pid)
     finally:
         process.terminate()
         process.wait(timeout=30)

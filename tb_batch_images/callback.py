@@ -579,7 +579,7 @@ class BatchImageLogger(keras.callbacks.Callback):
                     "loss": (
                         None
                         if batch.losses is None
-                        else predictions._finite(batch.losses[i])
+                        else predictions.finite_or_none(batch.losses[i])
                     ),
                     "flags": flags[i] + label_flags,
                     "image_shape": shape,

@@ -3,11 +3,12 @@
 `BatchImageLogger` wraps the model's `train_step`/`test_step`. The wrapper strips the
 metadata keys (`filename`, `sample_id`) from `x`, runs the model's own step, and records
 the `y_pred` the step handed to `compute_metrics`: the training forward pass, so there is
-no second forward pass. On the steps chosen from Python (a small `want` variable holding
-step numbers) it copies the chosen samples' inputs, labels, outputs and per-sample loss
-into fixed-shape variables, one slot per step of an execution
-(`steps_per_execution`). The training thread reads those variables back after the
-execution; everything else happens on the background writer thread.
+no second forward pass. On the chosen steps (the regular schedule is decided in the
+graph from a step counter; irregular steps are named by the host in a small `want`
+variable) it copies the chosen samples' inputs, labels, outputs and per-sample loss into
+fixed-shape variables, one slot per step of an execution (`steps_per_execution`). The
+training thread reads those variables back after the execution, in one call; everything
+else happens on the background writer thread.
 
 Variables are `ON_READ` / `ONLY_FIRST_REPLICA`, so under a `tf.distribute` strategy each
 replica writes its own copy and the host reads replica 0's share of the batch.

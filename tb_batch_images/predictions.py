@@ -64,7 +64,8 @@ def _sigmoid(values: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-values))
 
 
-def _finite(value: float) -> float | None:
+def finite_or_none(value: float) -> float | None:
+    """A float for JSON, or None for NaN/Inf (JSON has no such numbers)."""
     value = float(value)
     return value if math.isfinite(value) else None
 
@@ -116,13 +117,13 @@ def describe_sample(
             {
                 "class": int(i),
                 "name": _name(class_names, int(i)),
-                "probability": _finite(probabilities[i]),
+                "probability": finite_or_none(probabilities[i]),
             }
             for i in order[:top_k]
         ]
         fields["prediction"] = predicted
         fields["prediction_name"] = _name(class_names, predicted)
-        fields["confidence"] = _finite(probabilities[predicted])
+        fields["confidence"] = finite_or_none(probabilities[predicted])
         if label is not None and label.size:
             if task == SPARSE_CATEGORICAL:
                 value = float(label[0])
@@ -148,9 +149,13 @@ def describe_sample(
             predicted = int(p_one >= 0.5)
             fields["prediction"] = predicted
             fields["prediction_name"] = _name(class_names, predicted)
-            fields["confidence"] = _finite(p_one if predicted else 1.0 - p_one)
+            fields["confidence"] = finite_or_none(p_one if predicted else 1.0 - p_one)
             fields["top_k"] = [
-                {"class": c, "name": _name(class_names, c), "probability": _finite(p)}
+                {
+                    "class": c,
+                    "name": _name(class_names, c),
+                    "probability": finite_or_none(p),
+                }
                 for c, p in sorted(
                     ((1, p_one), (0, 1.0 - p_one)), key=lambda item: -item[1]
                 )
@@ -171,12 +176,12 @@ def describe_sample(
             ", ".join(n for n in (_name(class_names, i) for i in predicted_set) if n)
             or None
         )
-        fields["confidence"] = _finite(probabilities[order[0]])
+        fields["confidence"] = finite_or_none(probabilities[order[0]])
         fields["top_k"] = [
             {
                 "class": int(i),
                 "name": _name(class_names, int(i)),
-                "probability": _finite(probabilities[i]),
+                "probability": finite_or_none(probabilities[i]),
             }
             for i in order[:top_k]
         ]
@@ -197,12 +202,12 @@ def describe_sample(
     if output_stats is not None:
         fields["output_summary"] = {
             "shape": output_shape,
-            "min": _finite(output_stats[0]),
-            "max": _finite(output_stats[1]),
-            "mean": _finite(output_stats[2]),
+            "min": finite_or_none(output_stats[0]),
+            "max": finite_or_none(output_stats[1]),
+            "mean": finite_or_none(output_stats[2]),
         }
     return fields, flags
 
 
 def _raw_list(values: np.ndarray) -> list[float | None]:
-    return [_finite(v) for v in values[:RAW_VALUES_KEPT]]
+    return [finite_or_none(v) for v in values[:RAW_VALUES_KEPT]]

@@ -524,15 +524,10 @@ class BatchImageLogger(keras.callbacks.Callback):
         """Record + encoded images for one batch (runs on the writer thread)."""
         buffers = self._buffers.get(batch.mode)
         layout = buffers.layout
-        input_dtype = (
-            layout.input_dtype if layout.stored_dtype != tf.float32 else "float32"
-        )
-        if layout.input_dtype == "uint8":
-            input_dtype = "uint8"
         pixels, flags, used_range = pixel_utils.to_uint8(
             batch.images,
             batch.image_stats,
-            input_dtype,
+            layout.input_dtype,
             self.value_range,
             self.to_pixels,
         )

@@ -26,7 +26,8 @@ def choose_value_range(
     """The input range that maps to 0..255 for a batch, or None if none fits.
 
     uint8 is always 0..255. Floats are matched on the whole batch's finite min/max
-    against [0, 1], [-1, 1] and [0, 255], the first that holds every sample.
+    against [0, 1], [-1, 1] and [0, 255], the first that holds every sample (any
+    other dtype likewise).
     """
     if dtype == "uint8":
         return (0.0, 255.0)
@@ -39,8 +40,6 @@ def choose_value_range(
     for range_lo, range_hi in KNOWN_FLOAT_RANGES:
         if lo >= range_lo and hi <= range_hi:
             return (range_lo, range_hi)
-    if np.issubdtype(np.dtype(dtype), np.integer) and lo >= 0 and hi <= 255:
-        return (0.0, 255.0)
     return None
 
 

@@ -11,11 +11,8 @@ from typing import Any
 
 import keras
 import numpy as np
-import tensorflow as tf
 
-from tb_batch_images import capture, predictions
-from tb_batch_images import format as fmt
-from tb_batch_images import pixels as pixel_utils
+from tb_batch_images import backends, core, predictions, record
 from tb_batch_images.writer import BackgroundWriter, CapturedBatch, merge_batches
 
 _log = logging.getLogger("tb_batch_images")
@@ -139,9 +136,9 @@ class BatchImageLogger(keras.callbacks.Callback):
         _check_int("validation_batches", validation_batches, minimum=0)
         _check_int("top_k", top_k, minimum=1)
         _check_int("max_queue", max_queue, minimum=1)
-        if selection not in capture.SELECTIONS:
+        if selection not in core.SELECTIONS:
             raise ValueError(
-                f"selection must be one of {capture.SELECTIONS}, got {selection!r}"
+                f"selection must be one of {core.SELECTIONS}, got {selection!r}"
             )
         if image_format not in IMAGE_FORMATS:
             raise ValueError(
@@ -183,12 +180,23 @@ class BatchImageLogger(keras.callbacks.Callback):
         self.max_queue = max_queue
 
         self._writer: BackgroundWriter | None = None
-        self._buffers: dict[str, capture.ModeBuffers | None] = {}
+        self._adapter: backends.Adapter | None = None
         self._disabled: dict[str, str] = {}
         self._warned: set[str] = set()
         self._warning_texts: list[str] = []
-        self._installed: dict[str, Any] = {}
         self._in_fit = False
+        self._selectors: dict[str, core.SampleSelector | None] = {}
+        self._record_options = record.RecordOptions(
+            selection=selection,
+            class_names=self.class_names,
+            filenames=self.filenames,
+            max_image_size=max_image_size,
+            image_format=image_format,
+            value_range=value_range,
+            to_pixels=to_pixels,
+            top_k=top_k,
+            backend=keras.backend.backend(),
+        )
         self._fit_history = None
         self._pending_validation: list[CapturedBatch] = []
         self._epoch = 0
@@ -206,31 +214,33 @@ class BatchImageLogger(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None) -> None:
         self._in_fit = True
+        model = self._model  # not self.model: that forces a JAX state sync
         # The History object of this fit() tells our wrappers which fit() is running.
-        self._fit_history = getattr(self.model, "history", None)
-        self._global_step = _optimizer_step(self.model)
+        self._fit_history = getattr(model, "history", None)
+        self._global_step = _optimizer_step(model)
         self._epoch_base = self._global_step
         self._task, self._from_logits = predictions.task_from_loss(
-            getattr(self.model, "loss", None)
+            getattr(model, "loss", None)
         )
-        self._buffers = {}
         self._disabled = {}
-        if not _is_chief(self.model.distribute_strategy):
-            # Multi-worker training: only the chief captures and writes. The wrapped
-            # steps still strip the metadata keys; nothing else runs here.
-            self._disabled = {"train": "not the chief", "validation": "not the chief"}
+        adapter = self._adapter
+        if adapter is None:
+            self._disabled = dict.fromkeys(("train", "validation"), "unsupported")
+            return
+        adapter.begin_fit(self._global_step)
+        if not adapter.is_writer():
+            # Multi-worker / multi-process training: only the chief (process 0)
+            # writes. The wrapped steps still strip the metadata keys.
             return
         if self._writer is None:
             self._writer = BackgroundWriter(
                 self.log_dir, self._build_elements, self.max_queue, self._warn
             )
-        self._wrap_function("train")
+        adapter.wrap_function("train")
 
     def on_epoch_begin(self, epoch: int, logs=None) -> None:
         self._epoch = epoch
-        buffers = self._buffers.get("train")
-        if buffers is not None:
-            self._global_step = buffers.read_counter()
+        self._sync_step()
         self._epoch_base = self._global_step
 
     def on_train_batch_begin(self, batch: int, logs=None) -> None:
@@ -242,15 +252,11 @@ class BatchImageLogger(keras.callbacks.Callback):
     def on_test_begin(self, logs=None) -> None:
         if not (self._in_fit and self.log_validation and self.validation_batches):
             return
-        if self._writer is None:  # not the chief worker
+        if self._writer is None or self._adapter is None:  # not the chief
             return
-        self._wrap_function("validation")
-        train_buffers = self._buffers.get("train")
-        if train_buffers is not None:  # exact, even after a short last execution
-            self._global_step = train_buffers.read_counter()
-        buffers = self._buffers.get("validation")
-        if buffers is not None:
-            buffers.set_counter(0)
+        self._adapter.wrap_function("validation")
+        self._sync_step()  # exact, even after a short last execution
+        self._adapter.begin_validation()
 
     def on_test_batch_begin(self, batch: int, logs=None) -> None:
         self._test_begin_step = batch
@@ -261,9 +267,7 @@ class BatchImageLogger(keras.callbacks.Callback):
         self._pending_validation = []
 
     def on_epoch_end(self, epoch: int, logs=None) -> None:
-        train_buffers = self._buffers.get("train")
-        if train_buffers is not None:
-            self._global_step = train_buffers.read_counter()
+        self._sync_step()
         if self._writer is not None:
             # Bounded by max_queue: at most a few batches left to write.
             self._writer.flush(status_extra=self._status_extra())
@@ -291,157 +295,43 @@ class BatchImageLogger(keras.callbacks.Callback):
             except Exception:
                 pass
 
-    # -- installing the capture -----------------------------------------------------
+    # -- installing the capture (the adapters do the work) ---------------------------
     def _install(self, model: keras.Model) -> None:
-        """Wraps train_step/test_step so the next make_*_function picks them up."""
-        if self._installed.get("model") is model:
+        if self._adapter is not None and self._adapter.model is model:
             return
         self._uninstall()
-        self._installed = {"model": model}
-        unwrap = _model_takes_single_tensor(model)
-        for mode, step_name, function_name in (
-            ("train", "train_step", "train_function"),
-            ("validation", "test_step", "test_function"),
-        ):
-            original = getattr(model, step_name)
-            self._installed[step_name] = model.__dict__.get(step_name)
-            setattr(model, step_name, self._make_step(mode, original, unwrap))
-            # make_*_function returns early when a function exists: rebuild it.
-            setattr(model, function_name, None)
+        try:
+            adapter = backends.adapter_for(model, self)
+            adapter.install()
+        except backends.Unsupported as reason:
+            self._unsupported(str(reason))
+            return
+        self._adapter = adapter
 
     def _uninstall(self) -> None:
-        """Restores the model's own train_step/test_step.
+        if self._adapter is not None:
+            self._adapter.uninstall()
+            self._adapter = None
 
-        The functions built from our steps stay on the model: rebuilding them here
-        would cost a second or more at the end of every fit(). Our wrapped functions
-        rebuild clean functions themselves the next time they are called outside
-        this logger's fit() (see `_wrap_function`).
-        """
-        model = self._installed.get("model")
-        if model is None:
-            return
-        for step_name in ("train_step", "test_step"):
-            previous = self._installed.get(step_name)
-            if previous is None:
-                model.__dict__.pop(step_name, None)
-            else:
-                setattr(model, step_name, previous)
-        self._installed = {}
+    def _unsupported(self, reason: str) -> None:
+        """One warning; the logger is off for this fit and training goes on."""
+        self._disabled = dict.fromkeys(("train", "validation"), reason)
+        self._warn(
+            "unsupported",
+            f"BatchImageLogger is off: it does not support {reason}. Training "
+            f"goes on without it.",
+        )
 
-    def _make_step(self, mode: str, original_step: Callable, unwrap: bool) -> Callable:
-        model = self.model
+    def _owns_current_fit(self) -> bool:
+        """Whether the fit() now running is the one this logger is part of."""
+        return self._in_fit and getattr(self._model, "history", None) is (
+            self._fit_history
+        )
 
-        def step(data):
-            x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-            model_x, metadata = capture.strip_metadata(x, unwrap)
-            data = keras.utils.pack_x_y_sample_weight(model_x, y, sample_weight)
-            buffers = self._buffers.get(mode)
-            if buffers is None:
-                return original_step(data)
-            seen: dict[str, Any] = {}
-            had_own = "compute_metrics" in model.__dict__
-            compute_metrics = model.compute_metrics
-
-            def recording_compute_metrics(x_, y_, y_pred, sample_weight=None):
-                seen["y"], seen["y_pred"] = y_, y_pred
-                return compute_metrics(x_, y_, y_pred, sample_weight=sample_weight)
-
-            model.compute_metrics = recording_compute_metrics
-            try:
-                logs = original_step(data)
-            finally:
-                if had_own:
-                    model.compute_metrics = compute_metrics
-                else:
-                    del model.compute_metrics
-            if "y_pred" not in seen:
-                # A custom step that never called compute_metrics: predict on the
-                # batch (only the captured steps pay for it, inside the cond).
-                seen["y"], seen["y_pred"] = y, None
-                self._warn(
-                    "no_y_pred",
-                    "the model's train_step does not call compute_metrics(x, y, y_pred);"
-                    " predictions and loss are not logged",
-                )
-            image = capture.select_image(x, buffers.layout)
-            buffers.capture(image, metadata, seen["y"], seen["y_pred"])
-            return logs
-
-        return step
-
-    def _wrap_function(self, mode: str) -> None:
-        """Wraps model.train_function/test_function (built by now) for arming."""
-        name = "train_function" if mode == "train" else "test_function"
-        function = getattr(self.model, name, None)
-        if function is None or getattr(function, "_tb_batch_images", False):
-            return
-
-        def wrapped(iterator):
-            if not self._in_fit or getattr(self.model, "history", None) is not (
-                self._fit_history
-            ):
-                # A later fit()/evaluate() without this logger (after ours ended,
-                # normally or by an exception): build the model's own function.
-                self._finish()
-                self.model.train_function = self.model.test_function = None
-                getattr(self.model, f"make_{name}")(force=True)
-                return getattr(self.model, name)(iterator)
-            if mode not in self._buffers and mode not in self._disabled:
-                self._create_buffers(mode, iterator)
-            buffers = self._buffers.get(mode)
-            wanted, extra = self._wanted(mode) if buffers is not None else ([], [])
-            if buffers is not None and (extra or buffers.armed):
-                buffers.arm(extra)  # a host write only around irregular steps
-            try:
-                logs = function(iterator)
-            except (StopIteration, tf.errors.OutOfRangeError):
-                raise  # the end of the data: Keras's normal control flow
-            except BaseException:
-                self._finish()  # KeyboardInterrupt or an error: keep what was logged
-                raise
-            if wanted:
-                self._collect(mode, buffers, wanted)
-            return logs
-
-        wrapped._tb_batch_images = True
-        setattr(self.model, name, wrapped)
-
-    def _create_buffers(self, mode: str, iterator: Any) -> None:
-        model = self.model
-        spec = getattr(iterator, "element_spec", None)
-        if spec is None:
-            self._disable(mode, "the data iterator has no element_spec")
-            return
-        spec = tf.nest.map_structure(_one_replica_spec, spec)
-        x_spec, y_spec, sample_weight_spec = keras.utils.unpack_x_y_sample_weight(spec)
-        # Errors the user must fix to run at all: raised, with what to do.
-        capture.check_sample_weight_spec(sample_weight_spec)
-        capture.check_metadata_specs(x_spec, _uses_xla(model))
-        try:
-            layout = capture.layout_for(
-                x_spec,
-                self.image_key,
-                self.max_image_size,
-                keras.config.image_data_format(),
-            )
-        except capture.CaptureError as error:
-            self._disable(mode, str(error))
-            return
-        start = self._global_step if mode == "train" else 0
-        with model.distribute_strategy.scope():
-            self._buffers[mode] = capture.ModeBuffers(
-                layout,
-                slots=max(1, int(getattr(model, "steps_per_execution", 1) or 1)),
-                samples=self.samples_per_batch,
-                selection=self.selection,
-                loss_fn=capture.per_sample_loss_fn(getattr(model, "loss", None)),
-                start_counter=start,
-                every_n=self.every_n_steps if mode == "train" else 0,
-                below=0 if mode == "train" else self.validation_batches,
-            )
+    def _capturing(self, mode: str) -> bool:
+        return mode not in self._disabled
 
     def _disable(self, mode: str, reason: str) -> None:
-        self._buffers[mode] = None
         self._disabled[mode] = reason
         self._warn(
             "not_image",
@@ -450,7 +340,18 @@ class BatchImageLogger(keras.callbacks.Callback):
         if self._writer is not None:
             self._writer.count_drop(mode, "not_image")
 
-    # -- scheduling and collecting --------------------------------------------------
+    def _sync_step(self) -> None:
+        step = None if self._adapter is None else self._adapter.read_step()
+        if step is not None:
+            self._global_step = step
+
+    # -- scheduling ---------------------------------------------------------------------
+    def _in_graph_schedule(self, mode: str) -> tuple[int, int]:
+        """(every_n, below): the regular schedule, for adapters that decide in-graph."""
+        if mode == "train":
+            return self.every_n_steps, 0
+        return 0, self.validation_batches
+
     def _is_extra_step(self, step: int) -> bool:
         """A step of the user's log_steps (the regular schedule aside)."""
         if self.log_steps is None:
@@ -459,9 +360,15 @@ class BatchImageLogger(keras.callbacks.Callback):
             return bool(self.log_steps(step))
         return step in self.log_steps
 
-    def _wanted(self, mode: str) -> tuple[list[int], list[int]]:
+    def _wants_step(self, mode: str, count: int) -> bool:
+        """Whether to log this count (train: global step; validation: batch)."""
+        if mode == "validation":
+            return count < self.validation_batches
+        regular = bool(self.every_n_steps) and count % self.every_n_steps == 0
+        return regular or self._is_extra_step(count)
+
+    def _wanted(self, mode: str, slots: int) -> tuple[list[int], list[int]]:
         """(every step the next execution captures, those off the regular schedule)."""
-        slots = self._buffers[mode].slots
         if mode == "validation":
             first = self._test_begin_step
             return [
@@ -475,22 +382,22 @@ class BatchImageLogger(keras.callbacks.Callback):
         ]
         return sorted(set(regular) | set(extra)), extra
 
-    def _collect(
-        self, mode: str, buffers: capture.ModeBuffers, expected: list[int]
-    ) -> None:
-        try:
-            captured = buffers.collect(expected)
-        except Exception as error:  # never let logging stop training
-            self._warn("collect", f"could not read the captured batch ({error})")
+    # -- collecting -----------------------------------------------------------------------
+    def _collected(self, mode: str, items: list[dict[str, Any]]) -> None:
+        """Hands the samples an execution captured to the writer."""
+        if not items or self._writer is None:
             return
-        strategy = self.model.distribute_strategy
-        for item in captured:
+        # The writer thread builds records after fit() may have ended: keep what it
+        # needs to read the arrays (layout, label and output shapes).
+        self._selectors[mode] = self._adapter.selector(mode)
+        replicas = self._adapter.num_replicas()
+        for item in items:
             if mode == "train":
                 step, batch = item["counter"], item["counter"] - self._epoch_base
             else:
                 step, batch = self._global_step, item["counter"]
             filenames = None
-            if item["filenames"] is not None:
+            if item.get("filenames") is not None:
                 filenames = [
                     n.decode("utf-8", errors="replace") for n in item["filenames"]
                 ]
@@ -504,13 +411,15 @@ class BatchImageLogger(keras.callbacks.Callback):
                 positions=item["positions"],
                 images=item["images"],
                 image_stats=item["image_stats"],
-                labels=item["labels"],
-                outputs=item["outputs"],
-                output_stats=item["output_stats"],
-                losses=item["losses"],
-                sample_ids=item["sample_ids"],
+                labels=item.get("labels"),
+                outputs=item.get("outputs"),
+                output_stats=item.get("output_stats"),
+                losses=item.get("losses"),
+                sample_ids=item.get("sample_ids"),
                 filenames=filenames,
-                num_replicas=int(strategy.num_replicas_in_sync),
+                num_replicas=replicas,
+                devices=item.get("devices"),
+                processes=item.get("processes"),
             )
             if mode == "train":
                 self._writer.submit(captured_batch)
@@ -522,110 +431,16 @@ class BatchImageLogger(keras.callbacks.Callback):
         self, batch: CapturedBatch, sequence: int, dropped: dict[str, int]
     ) -> list[bytes]:
         """Record + encoded images for one batch (runs on the writer thread)."""
-        buffers = self._buffers.get(batch.mode)
-        layout = buffers.layout
-        pixels, flags, used_range = pixel_utils.to_uint8(
-            batch.images,
-            batch.image_stats,
-            layout.input_dtype,
-            self.value_range,
-            self.to_pixels,
+        return record.build_elements(
+            batch,
+            sequence,
+            dropped,
+            self._selectors[batch.mode],
+            self._record_options,
+            self._task,
+            self._from_logits,
+            self._warn,
         )
-        if used_range is None and self.to_pixels is None:
-            self._warn(
-                "rescaled",
-                "the input values match no known range ([0, 1], [-1, 1], [0, 255]); "
-                "images are stretched per sample and flagged 'rescaled'. Pass "
-                "to_pixels= (e.g. undo mean/std normalisation) or value_range=.",
-            )
-        images: list[bytes] = []
-        samples = []
-        output_shape = buffers.output_shape
-        task = self._task
-        if output_shape is not None and len(output_shape) > 1:
-            task = predictions.RAW  # a dense map (e.g. segmentation): shown raw
-        for i in range(len(batch.positions)):
-            encoded, shape = pixel_utils.encode(
-                pixels[i], self.max_image_size, self.image_format
-            )
-            images.append(encoded)
-            fields, label_flags = predictions.describe_sample(
-                task,
-                self._from_logits,
-                _sample_values(batch.labels, i, buffers.label_shape),
-                _sample_values(batch.outputs, i, output_shape),
-                None if batch.output_stats is None else batch.output_stats[i],
-                output_shape,
-                self.class_names,
-                self.top_k,
-            )
-            sample_id = None if batch.sample_ids is None else int(batch.sample_ids[i])
-            samples.append(
-                {
-                    "position": int(batch.positions[i]),
-                    "batch": int(
-                        batch.batch
-                        if batch.sample_batches is None
-                        else batch.sample_batches[i]
-                    ),
-                    "sample_id": sample_id,
-                    "filename": self._filename(batch, i, sample_id),
-                    **fields,
-                    "loss": (
-                        None
-                        if batch.losses is None
-                        else predictions.finite_or_none(batch.losses[i])
-                    ),
-                    "flags": flags[i] + label_flags,
-                    "image_shape": shape,
-                }
-            )
-        num_classes = None
-        if output_shape and task != predictions.RAW:
-            num_classes = int(np.prod(output_shape))
-            if task == predictions.BINARY and num_classes > 1:
-                task = predictions.MULTILABEL
-            elif task == predictions.BINARY:
-                num_classes = 2
-        record = {
-            "mode": batch.mode,
-            "step": batch.step,
-            "epoch": batch.epoch,
-            "batch": batch.batch,
-            "wall_time": batch.wall_time,
-            "sequence": sequence,
-            "batch_size": batch.batch_size,
-            "samples_logged": len(samples),
-            "selection": self.selection,
-            "replica": batch.replica,
-            "num_replicas": batch.num_replicas,
-            "task": task,
-            "class_names": self.class_names,
-            "num_classes": num_classes,
-            "image_key": _key_text(layout.image_key),
-            "input_shape": layout.input_shape,
-            "input_dtype": layout.input_dtype,
-            "input_layout": layout.layout,
-            "value_range": list(used_range) if used_range else None,
-            "image_format": self.image_format,
-            "dropped": dropped,
-            "samples": samples,
-        }
-        return [fmt.encode_record(record), *images]
-
-    def _filename(
-        self, batch: CapturedBatch, i: int, sample_id: int | None
-    ) -> str | None:
-        if batch.filenames is not None:
-            return batch.filenames[i]
-        if sample_id is not None and self.filenames is not None:
-            if 0 <= sample_id < len(self.filenames):
-                return str(self.filenames[sample_id])
-            self._warn(
-                "sample_id_range",
-                f"sample_id {sample_id} is outside filenames (len {len(self.filenames)})",
-            )
-        return None
 
     def _status_extra(self) -> dict[str, Any]:
         return {"step": self._global_step, "warnings": list(self._warning_texts)}
@@ -649,47 +464,6 @@ def _optimizer_step(model: keras.Model) -> int:
     optimizer = getattr(model, "optimizer", None)
     iterations = getattr(optimizer, "iterations", None)
     try:
-        return int(np.asarray(iterations))
-    except (TypeError, ValueError):
+        return int(np.asarray(keras.ops.convert_to_numpy(iterations)))
+    except (TypeError, ValueError, AttributeError):
         return 0
-
-
-def _is_chief(strategy: tf.distribute.Strategy) -> bool:
-    """False on the non-chief workers of multi-worker training (they write nothing)."""
-    return bool(getattr(strategy.extended, "should_save_summary", True))
-
-
-def _uses_xla(model: keras.Model) -> bool:
-    if getattr(model, "run_eagerly", False):
-        return False
-    jit = getattr(model, "jit_compile", False)
-    return bool(jit) and jit != "auto"
-
-
-def _model_takes_single_tensor(model: keras.Model) -> bool:
-    """Whether x with one key left after stripping metadata should be unwrapped."""
-    if isinstance(model, keras.Sequential):
-        return True
-    inputs = getattr(model, "_inputs_struct", None)
-    if inputs is None:
-        return False
-    return not isinstance(inputs, (dict, list, tuple))
-
-
-def _sample_values(
-    values: np.ndarray | None, i: int, shape: list[int] | None
-) -> np.ndarray | None:
-    if values is None or shape is None:
-        return None
-    size = int(np.prod(shape)) if shape else 1
-    return values[i][: min(size, values.shape[1])]
-
-
-def _one_replica_spec(spec: Any) -> Any:
-    """A distributed iterator's PerReplicaSpec -> the spec of one replica's share."""
-    value_specs = getattr(spec, "_value_specs", None)
-    return value_specs[0] if value_specs else spec
-
-
-def _key_text(key: Any) -> str | None:
-    return None if key is None else str(key)

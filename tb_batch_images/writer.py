@@ -52,6 +52,8 @@ class CapturedBatch:
     replica: int = 0
     num_replicas: int = 1
     sample_batches: np.ndarray | None = None  # [n] batch of each sample, if several
+    devices: np.ndarray | None = None  # [n] device of each sample (keras.distribution)
+    processes: np.ndarray | None = None  # [n] process of each sample
 
 
 def merge_batches(batches: list[CapturedBatch]) -> CapturedBatch:
@@ -82,6 +84,8 @@ def merge_batches(batches: list[CapturedBatch]) -> CapturedBatch:
         output_stats=joined("output_stats"),
         losses=joined("losses"),
         sample_ids=joined("sample_ids"),
+        devices=joined("devices"),
+        processes=joined("processes"),
         filenames=filenames,
         sample_batches=np.concatenate(
             [np.full(len(b.positions), b.batch) for b in batches]

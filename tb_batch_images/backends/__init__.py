@@ -1,0 +1,44 @@
+"""One small adapter per Keras backend: how the step is wrapped, how the samples leave it.
+
+The shared part (which input is the image, which samples, per-sample loss, pixel
+statistics) is `tb_batch_images.core`; the lifecycle is `BatchImageLogger`. An adapter
+only knows its backend's trainer:
+
+- `tensorflow`: copies the chosen samples into fixed-shape variables inside the compiled
+  step, under `tf.cond` on the schedule, one slot per step of an execution; the host
+  reads them after the execution (XLA, `steps_per_execution`, `tf.distribute`).
+- `jax` and `torch`: the step returns the chosen samples beside its logs, under a
+  private key that the adapter pops before Keras sees the logs; the host converts them
+  to numpy only on the steps it logs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+
+from tb_batch_images.backends.base import Adapter, Unsupported
+
+__all__ = ["Adapter", "Unsupported", "adapter_for"]
+
+
+def adapter_for(model: keras.Model, logger: Any) -> Adapter:
+    """The adapter for the running Keras backend; raises Unsupported with the reason."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        from tb_batch_images.backends.tensorflow import TensorFlowAdapter
+
+        return TensorFlowAdapter(model, logger)
+    if backend == "jax":
+        from tb_batch_images.backends.jax import JaxAdapter
+
+        return JaxAdapter(model, logger)
+    if backend == "torch":
+        from tb_batch_images.backends.torch import TorchAdapter
+
+        return TorchAdapter(model, logger)
+    raise Unsupported(
+        f"the Keras backend {backend!r} (BatchImageLogger supports tensorflow, jax "
+        f"and torch)"
+    )

@@ -1,0 +1,214 @@
+"""What every adapter shares: wrapping the model's steps and functions.
+
+The step wrapper strips the metadata keys from `x`, runs the model's own step and hands
+the step's tensors (`x`, `y`, and the `y_pred` the step passed to `compute_metrics`,
+i.e. the training forward pass) to the backend's `_capture`. The function wrapper
+(around `model.train_function` / `model.test_function`) asks the backend for the
+captured samples after each execution, and restores the model when `fit` ends with an
+error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import keras
+
+from tb_batch_images import core
+
+MODES = ("train", "validation")
+_STEP_NAMES = {"train": "train_step", "validation": "test_step"}
+FUNCTION_NAMES = {"train": "train_function", "validation": "test_function"}
+
+
+class Unsupported(Exception):
+    """A backend, trainer or distribution the logger cannot capture from."""
+
+
+class Adapter:
+    """Wraps one model's steps for one backend. Subclasses fill in the capture."""
+
+    backend = "?"
+    # How many leading positional arguments the backend's train_step takes before data.
+    state_arguments = 0
+
+    def __init__(self, model: keras.Model, logger: Any):
+        self.model = model
+        self.logger = logger
+        self.unwrap = core.model_takes_single_tensor(model)
+        self._installed: dict[str, Any] = {}
+        self._seen: dict[str, Any] = {}
+        self.step_ran: dict[str, bool] = {}
+
+    # -- installing ------------------------------------------------------------------
+    def install(self) -> None:
+        """Wraps train_step/test_step so the next make_*_function picks them up."""
+        model = self.model
+        self.check_supported()
+        self._installed = {"compute_metrics": model.__dict__.get("compute_metrics")}
+        compute_metrics = model.compute_metrics
+        seen = self._seen
+
+        def recording_compute_metrics(x, y, y_pred, sample_weight=None):
+            seen["y"], seen["y_pred"] = y, y_pred
+            return compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+        model.compute_metrics = recording_compute_metrics
+        for mode, step_name in _STEP_NAMES.items():
+            self._installed[step_name] = model.__dict__.get(step_name)
+            setattr(model, step_name, self._make_step(mode, getattr(model, step_name)))
+            # make_*_function returns early when a function exists: rebuild it.
+            setattr(model, FUNCTION_NAMES[mode], None)
+
+    def check_supported(self) -> None:
+        """Raises Unsupported for setups this backend cannot capture from."""
+
+    def uninstall(self) -> None:
+        """Restores the model's own train_step/test_step/compute_metrics.
+
+        The functions built from our steps stay on the model: rebuilding them here
+        would cost a second or more at the end of every fit(). Our wrapped functions
+        rebuild clean functions themselves the next time they are called outside this
+        logger's fit() (see `wrap_function`).
+        """
+        model = self.model
+        for name in ("train_step", "test_step", "compute_metrics"):
+            if name not in self._installed:
+                continue
+            previous = self._installed[name]
+            if previous is None:
+                model.__dict__.pop(name, None)
+            else:
+                setattr(model, name, previous)
+        self._installed = {}
+
+    def _make_step(self, mode: str, original_step: Callable) -> Callable:
+        state_arguments = self.state_arguments
+
+        def step(*args):
+            *state, data = args
+            x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+            model_x, metadata = core.strip_metadata(x, self.unwrap)
+            data = keras.utils.pack_x_y_sample_weight(model_x, y, sample_weight)
+            self.step_ran[mode] = True
+            if len(state) != state_arguments or not self.wants_capture(mode, x):
+                return original_step(*state, data)
+            self._seen.clear()
+            try:
+                result = original_step(*state, data)
+                seen = dict(self._seen)
+            finally:
+                self._seen.clear()
+            if "y_pred" not in seen:
+                # A custom step that never called compute_metrics.
+                seen = {"y": y, "y_pred": None}
+                self.logger._warn(
+                    "no_y_pred",
+                    "the model's train_step does not call compute_metrics(x, y, "
+                    "y_pred); predictions and loss are not logged",
+                )
+            try:
+                return self._capture(
+                    mode, x, metadata, seen["y"], seen["y_pred"], result
+                )
+            except core.CaptureError as error:
+                self.logger._disable(mode, str(error))
+            except Exception as error:  # never let logging stop training
+                self.logger._disable(
+                    mode,
+                    f"the capture failed inside the step ({type(error).__name__}: "
+                    f"{str(error).splitlines()[0] if str(error) else ''})",
+                )
+            return result
+
+        step._tb_batch_images = True
+        return step
+
+    # -- per backend -----------------------------------------------------------------
+    def wants_capture(self, mode: str, x: Any) -> bool:
+        """Whether this call of the step should compute the capture at all."""
+        return self.logger._capturing(mode)
+
+    def _capture(self, mode, x, metadata, y, y_pred, result):
+        """Captures the chosen samples of this step; returns the step's result."""
+        raise NotImplementedError
+
+    def begin_fit(self, start_step: int) -> None:
+        """on_train_begin: the global step training starts at."""
+
+    def begin_validation(self) -> None:
+        """on_test_begin during fit: validation counts its batches from 0."""
+
+    def read_step(self) -> int | None:
+        """The exact global training step, where the backend counts it; else None."""
+        return None
+
+    def is_writer(self) -> bool:
+        """False where another process writes (multi-worker, multi-process)."""
+        return True
+
+    def num_replicas(self) -> int:
+        return 1
+
+    def before_execution(self, mode: str, iterator: Any) -> Any:
+        """Called before each execution of the mode's function; returns a token."""
+        return None
+
+    def after_execution(
+        self, mode: str, token: Any, result: Any
+    ) -> list[dict[str, Any]]:
+        """The samples captured by the execution that just ran (numpy, one per step).
+
+        `result` is what the function returned; an adapter may take its own entries
+        out of it before Keras sees it.
+        """
+        return []
+
+    def selector(self, mode: str) -> core.SampleSelector | None:
+        raise NotImplementedError
+
+    def wrap_function(self, mode: str) -> None:
+        """Wraps model.train_function/test_function (built by now)."""
+        name = FUNCTION_NAMES[mode]
+        model = self.model
+        function = getattr(model, name, None)
+        if function is None or getattr(function, "_tb_batch_images", False):
+            return
+        logger = self.logger
+        make = getattr(model, f"make_{name}")
+
+        def wrapped(*args):
+            if not logger._owns_current_fit():
+                # A later fit()/evaluate() without this logger (after ours ended,
+                # normally or by an exception): build the model's own function.
+                logger._finish()
+                model.train_function = model.test_function = None
+                make(force=True)
+                return getattr(model, name)(*args)
+            token = self.before_execution(mode, args[-1])
+            try:
+                logs = function(*args)
+            except StopIteration:
+                raise  # the end of the data: Keras's normal control flow
+            except BaseException as error:
+                if _is_end_of_data(error):
+                    raise
+                logger._finish()  # KeyboardInterrupt or an error: keep what was logged
+                raise
+            items = self.after_execution(mode, token, logs)
+            if not self.step_ran.get(mode):
+                logger._unsupported(
+                    f"the model's {name} never called its {_STEP_NAMES[mode]} (a "
+                    f"custom make_{name}, or a trainer that calls the class's step "
+                    f"instead of the instance's, like Keras's NNX path)"
+                )
+            logger._collected(mode, items)
+            return logs
+
+        wrapped._tb_batch_images = True
+        setattr(model, name, wrapped)
+
+
+def _is_end_of_data(error: BaseException) -> bool:
+    return type(error).__name__ == "OutOfRangeError"

@@ -1,0 +1,499 @@
+"""The backend-neutral capture core: which input is the image, which samples, what to copy.
+
+Everything here is written with `keras.ops`, so the same code runs inside a TensorFlow
+graph, a JAX trace or a PyTorch step. The per-backend adapters (`tb_batch_images.backends`)
+decide only how the step is wrapped and how the chosen arrays leave it.
+
+`SampleSelector.select` runs inside the training step, on the step's own tensors: the
+batch `x` the model received, the labels `y` and the `y_pred` of the training forward
+pass (so there is no second forward pass). It returns fixed-shape arrays for the
+`samples` chosen samples: their positions in the batch, their pixels (channels last,
+downscaled to `max_image_size`), per-sample pixel statistics, labels and outputs
+(flattened, `VALUES_PER_SAMPLE` values), output statistics, the per-sample loss of the
+compiled loss and the sample ids.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import keras
+import numpy as np
+
+from tb_batch_images import format as fmt
+
+# Values of labels and outputs kept per sample (flattened); min/max/mean cover the rest.
+VALUES_PER_SAMPLE = 1024
+SELECTIONS = ("first", "random", "highest_loss")
+# Keys of `SampleSelector.select`'s result that hold one row per chosen sample.
+PER_SAMPLE = (
+    "positions",
+    "images",
+    "image_stats",
+    "labels",
+    "outputs",
+    "output_stats",
+    "losses",
+    "sample_ids",
+    "filenames",
+)
+
+
+class CaptureError(ValueError):
+    """The data cannot be captured; the message says what to do instead."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ArraySpec:
+    """Shape (None where unknown, batch first) and dtype name of one input array."""
+
+    shape: tuple[int | None, ...]
+    dtype: str
+
+    @property
+    def rank(self) -> int:
+        return len(self.shape)
+
+    @property
+    def is_numeric(self) -> bool:
+        return self.dtype == "bool" or self.dtype.startswith(
+            ("float", "bfloat", "int", "uint")
+        )
+
+    @property
+    def is_integer(self) -> bool:
+        return self.dtype.startswith(("int", "uint"))
+
+    def describe(self) -> str:
+        return f"shape {list(self.shape)}, dtype {self.dtype}"
+
+
+def spec_of(value: Any) -> ArraySpec | None:
+    """The ArraySpec of a tensor or array of any backend; None for other values."""
+    shape = getattr(value, "shape", None)
+    dtype = getattr(value, "dtype", None)
+    if shape is None or dtype is None:
+        return None
+    try:
+        dims = tuple(None if d is None else int(d) for d in tuple(shape))
+    except (TypeError, ValueError):  # a symbolic dimension
+        dims = tuple(d if isinstance(d, int) else None for d in tuple(shape))
+    name = getattr(dtype, "name", None)
+    if name == "string" or str(dtype) in ("<dtype: 'string'>", "object"):
+        return ArraySpec(dims, "string")
+    try:
+        name = keras.backend.standardize_dtype(dtype)
+    except (TypeError, ValueError, AttributeError):
+        name = str(name or dtype)
+    return ArraySpec(dims, name)
+
+
+def map_specs(structure: Any, to_spec: Callable[[Any], Any] = spec_of) -> Any:
+    """`x` (a dict, tuple, list or one tensor) with each leaf replaced by its spec."""
+    if isinstance(structure, dict):
+        return {key: map_specs(value, to_spec) for key, value in structure.items()}
+    if isinstance(structure, (tuple, list)):
+        return type(structure)(map_specs(value, to_spec) for value in structure)
+    return to_spec(structure)
+
+
+@dataclasses.dataclass
+class InputLayout:
+    """Where the image is in `x` and how one sample is laid out."""
+
+    image_key: Any  # dict key or tuple index, None when x is the image tensor
+    layout: str  # "HWC", "CHW" or "HW"
+    input_shape: list[int]  # one sample, as the model receives it
+    input_dtype: str
+    stored_shape: list[int]  # [h, w, c] after layout change and downscaling
+    stored_dtype: str  # "uint8" or "float32"
+    has_sample_id: bool
+    has_filename: bool
+
+
+def find_image(x_spec: Any, image_key: Any) -> tuple[Any, ArraySpec]:
+    """(key, spec) of the image input in the specs of `x`.
+
+    Raises CaptureError when no input can be an image.
+    """
+    if isinstance(x_spec, dict):
+        if image_key is not None:
+            if image_key not in x_spec:
+                raise CaptureError(
+                    f"image_key={image_key!r} is not a key of the input dict "
+                    f"(keys: {sorted(map(str, x_spec))})"
+                )
+            return image_key, x_spec[image_key]
+        candidates = [
+            key
+            for key, spec in x_spec.items()
+            if key not in fmt.METADATA_KEYS and _could_be_image(spec)
+        ]
+        for preferred in ("image", "images", "img", "pixels", "input"):
+            if preferred in candidates:
+                return preferred, x_spec[preferred]
+        if len(candidates) == 1:
+            return candidates[0], x_spec[candidates[0]]
+        if not candidates:
+            raise CaptureError(
+                f"no input in the x dict looks like an image batch (keys: "
+                f"{sorted(map(str, x_spec))}); images are [batch, height, width, "
+                f"channels] or [batch, height, width] numeric tensors"
+            )
+        raise CaptureError(
+            f"several inputs could be the image ({sorted(map(str, candidates))}); "
+            f"pass image_key= to BatchImageLogger"
+        )
+    if isinstance(x_spec, (tuple, list)):
+        index = image_key if isinstance(image_key, int) else None
+        if index is None:
+            candidates = [i for i, s in enumerate(x_spec) if _could_be_image(s)]
+            if len(candidates) != 1:
+                raise CaptureError(
+                    "the model has several inputs; pass image_key=<index> "
+                    "to BatchImageLogger"
+                )
+            index = candidates[0]
+        return index, x_spec[index]
+    if not _could_be_image(x_spec):
+        described = (
+            x_spec.describe()
+            if isinstance(x_spec, ArraySpec)
+            else type(x_spec).__name__
+        )
+        raise CaptureError(
+            f"the input ({described}) is not an image batch; images "
+            f"are [batch, height, width, channels] or [batch, height, width] numbers"
+        )
+    return None, x_spec
+
+
+def _could_be_image(spec: Any) -> bool:
+    if not isinstance(spec, ArraySpec) or not spec.is_numeric:
+        return False
+    return spec.rank in (3, 4) and None not in spec.shape[1:]
+
+
+def layout_for(
+    x_spec: Any,
+    image_key: Any,
+    max_image_size: int,
+    data_format: str,
+) -> InputLayout:
+    """Decides how to capture the image input described by `x_spec` (ArraySpecs)."""
+    key, spec = find_image(x_spec, image_key)
+    sample_shape = [int(d) for d in spec.shape[1:]]
+    if len(sample_shape) == 2:
+        layout = "HW"
+        height, width, channels = sample_shape[0], sample_shape[1], 1
+    elif _is_channels_first(sample_shape, data_format):
+        layout = "CHW"
+        channels, height, width = sample_shape
+    else:
+        layout = "HWC"
+        height, width, channels = sample_shape
+    scale = min(1.0, max_image_size / max(height, width))
+    stored_h = max(1, round(height * scale))
+    stored_w = max(1, round(width * scale))
+    downscaled = (stored_h, stored_w) != (height, width)
+    stored_dtype = "uint8" if spec.dtype == "uint8" and not downscaled else "float32"
+    has = isinstance(x_spec, dict)
+    return InputLayout(
+        image_key=key,
+        layout=layout,
+        input_shape=sample_shape,
+        input_dtype=spec.dtype,
+        stored_shape=[stored_h, stored_w, channels],
+        stored_dtype=stored_dtype,
+        has_sample_id=has and fmt.SAMPLE_ID_KEY in x_spec,
+        has_filename=has and fmt.FILENAME_KEY in x_spec,
+    )
+
+
+def _is_channels_first(sample_shape: list[int], data_format: str) -> bool:
+    first, last = sample_shape[0], sample_shape[-1]
+    if data_format == "channels_first":
+        return first in (1, 2, 3, 4)
+    return first in (1, 3, 4) and last not in (1, 2, 3, 4)
+
+
+def check_metadata_specs(x_spec: Any, jit_compile: bool) -> None:
+    """Raises CaptureError for metadata the step cannot carry (specs of `x`)."""
+    if not isinstance(x_spec, dict):
+        return
+    filename_spec = x_spec.get(fmt.FILENAME_KEY)
+    if filename_spec is not None:
+        if getattr(filename_spec, "dtype", None) != "string":
+            raise CaptureError(
+                f"x['{fmt.FILENAME_KEY}'] must hold strings; to pass integer ids "
+                f"use x['{fmt.SAMPLE_ID_KEY}'] and BatchImageLogger(filenames=...)"
+            )
+        if jit_compile:
+            raise CaptureError(
+                f"string filenames cannot travel through an XLA-compiled train step "
+                f"(jit_compile=True, the default on GPU). Put an integer "
+                f"x['{fmt.SAMPLE_ID_KEY}'] (the index into your list of paths) in "
+                f"the batch instead of x['{fmt.FILENAME_KEY}'], and pass the list as "
+                f"BatchImageLogger(..., filenames=paths)"
+            )
+    sample_id_spec = x_spec.get(fmt.SAMPLE_ID_KEY)
+    if sample_id_spec is not None and not (
+        isinstance(sample_id_spec, ArraySpec) and sample_id_spec.is_integer
+    ):
+        described = (
+            sample_id_spec.describe()
+            if isinstance(sample_id_spec, ArraySpec)
+            else type(sample_id_spec).__name__
+        )
+        raise CaptureError(
+            f"x['{fmt.SAMPLE_ID_KEY}'] must hold integers (got {described}); put "
+            f"strings in x['{fmt.FILENAME_KEY}']"
+        )
+
+
+def check_sample_weight_spec(sample_weight_spec: Any) -> None:
+    """A third element of strings is filenames in the sample-weight slot."""
+    leaves = map_specs(sample_weight_spec, lambda spec: spec)
+    for spec in _leaves(leaves):
+        if getattr(spec, "dtype", None) == "string":
+            raise CaptureError(
+                "the dataset yields (images, labels, filenames); Keras reads a third "
+                "element as sample weights. Yield ({'image': images, 'filename': "
+                "filenames}, labels) instead: BatchImageLogger strips 'filename' from "
+                "x before the model sees it. Example: "
+                "ds = ds.map(lambda img, label, name: ({'image': img, 'filename': "
+                "name}, label))"
+            )
+
+
+def _leaves(structure: Any) -> list[Any]:
+    if isinstance(structure, dict):
+        return [leaf for value in structure.values() for leaf in _leaves(value)]
+    if isinstance(structure, (tuple, list)):
+        return [leaf for value in structure for leaf in _leaves(value)]
+    return [] if structure is None else [structure]
+
+
+def strip_metadata(x: Any, unwrap_single: bool) -> tuple[Any, dict[str, Any]]:
+    """Removes metadata keys from a dict `x`; returns (x for the model, metadata)."""
+    if not isinstance(x, dict) or not any(k in x for k in fmt.METADATA_KEYS):
+        return x, {}
+    metadata = {k: x[k] for k in fmt.METADATA_KEYS if k in x}
+    rest = {k: v for k, v in x.items() if k not in fmt.METADATA_KEYS}
+    if unwrap_single and len(rest) == 1:
+        return next(iter(rest.values())), metadata
+    return rest, metadata
+
+
+def model_takes_single_tensor(model: keras.Model) -> bool:
+    """Whether x with one key left after stripping metadata should be unwrapped."""
+    if isinstance(model, keras.Sequential):
+        return True
+    inputs = getattr(model, "_inputs_struct", None)
+    if inputs is None:
+        return False
+    return not isinstance(inputs, (dict, list, tuple))
+
+
+def select_image(x: Any, layout: InputLayout) -> Any:
+    return x if layout.image_key is None else x[layout.image_key]
+
+
+def per_sample_loss_fn(loss: Any) -> Callable | None:
+    """A function (y_true, y_pred) -> per-sample loss for a compiled loss, or None."""
+    if isinstance(loss, dict):
+        loss = next(iter(loss.values())) if len(loss) == 1 else None
+    if isinstance(loss, (list, tuple)):
+        loss = loss[0] if len(loss) == 1 else None
+    if loss is None:
+        return None
+    if isinstance(loss, str):
+        loss = keras.losses.get(loss)
+    if isinstance(loss, keras.losses.Loss):
+        return loss.call  # unreduced, unlike __call__
+    if not callable(loss):
+        return None
+
+    def per_sample(y_true, y_pred):
+        # As compile() does for plain functions: match the ranks first.
+        return loss(*_same_rank(y_true, y_pred))
+
+    return per_sample
+
+
+def _same_rank(y_true: Any, y_pred: Any) -> tuple[Any, Any]:
+    """Keras's rule: when ranks differ by one and the larger ends in 1, match them."""
+    ops = keras.ops
+    true_rank, pred_rank = len(y_true.shape), len(y_pred.shape)
+    if pred_rank == true_rank + 1 and y_pred.shape[-1] == 1:
+        if true_rank == 1:
+            return ops.expand_dims(y_true, -1), y_pred
+        return y_true, ops.squeeze(y_pred, -1)
+    if true_rank == pred_rank + 1 and y_true.shape[-1] == 1:
+        if pred_rank == 1:
+            return y_true, ops.expand_dims(y_pred, -1)
+        return ops.squeeze(y_true, -1), y_pred
+    return y_true, y_pred
+
+
+def first_leaf(value: Any) -> Any:
+    leaves = _leaves(value)
+    return leaves[0] if leaves else None
+
+
+def _flatten_padded(values: Any, count: int) -> tuple[Any, list[int | None]]:
+    """[count, ...] -> ([count, VALUES_PER_SAMPLE] float32, per-sample shape)."""
+    ops = keras.ops
+    values = ops.cast(values, "float32")
+    sample_shape = [None if d is None else int(d) for d in values.shape[1:]]
+    flat = ops.reshape(values, (count, -1))
+    # Padding with a full row of zeros, then cutting, works for any (even unknown) size.
+    padded = ops.concatenate(
+        [flat, ops.zeros((count, VALUES_PER_SAMPLE), "float32")], axis=1
+    )
+    return padded[:, :VALUES_PER_SAMPLE], sample_shape
+
+
+class SampleSelector:
+    """Chooses and copies the logged samples of a batch, inside the step.
+
+    `select` is traced once per compiled step (or runs eagerly); the static facts it
+    learns (`label_shape`, `output_shape`, `has_loss`) are what the host needs to read
+    the flattened arrays back.
+    """
+
+    def __init__(
+        self,
+        layout: InputLayout,
+        samples: int,
+        selection: str,
+        loss_fn: Callable | None,
+    ):
+        self.layout = layout
+        self.samples = samples
+        self.selection = selection
+        self.loss_fn = loss_fn
+        self.label_shape: list[int | None] | None = None
+        self.output_shape: list[int | None] | None = None
+        self.has_loss = False
+
+    def select(self, image: Any, metadata: dict, y: Any, y_pred: Any) -> dict:
+        """The chosen samples of one batch, as fixed-shape arrays (see module doc)."""
+        ops = keras.ops
+        n = self.samples
+        batch = ops.shape(image)[0]
+        label = first_leaf(y)
+        output = first_leaf(y_pred)
+
+        full_loss = None
+        if self.selection == "highest_loss":
+            full_loss = self._loss(label, output)
+            if full_loss is not None:
+                ranked = ops.where(ops.isnan(full_loss), np.inf, full_loss)
+                order = ops.argsort(-ranked)
+            else:
+                order = ops.arange(batch)
+        elif self.selection == "random":
+            order = ops.argsort(_pseudo_random(image, batch))
+        else:
+            order = ops.arange(batch)
+        index = ops.take(order, ops.minimum(ops.arange(n), batch - 1), axis=0)
+        count = ops.minimum(n, batch)
+
+        result = {
+            "count": ops.cast(count, "int32"),
+            "batch_size": ops.cast(batch, "int32"),
+            "positions": ops.cast(index, "int32"),
+        }
+        result["images"], result["image_stats"] = self._pixels(
+            ops.take(image, index, axis=0)
+        )
+        if label is not None:
+            result["labels"], self.label_shape = _flatten_padded(
+                ops.take(label, index, axis=0), n
+            )
+        if output is not None:
+            chosen_output = ops.cast(ops.take(output, index, axis=0), "float32")
+            result["outputs"], self.output_shape = _flatten_padded(chosen_output, n)
+            flat = ops.reshape(chosen_output, (n, -1))
+            result["output_stats"] = ops.stack(
+                [ops.min(flat, axis=1), ops.max(flat, axis=1), ops.mean(flat, axis=1)],
+                axis=1,
+            )
+        if full_loss is not None:
+            result["losses"] = ops.take(full_loss, index, axis=0)
+        elif label is not None and output is not None:
+            chosen_loss = self._loss(
+                ops.take(label, index, axis=0), ops.take(output, index, axis=0)
+            )
+            if chosen_loss is not None:
+                result["losses"] = chosen_loss
+        if fmt.SAMPLE_ID_KEY in metadata:
+            ids = ops.reshape(metadata[fmt.SAMPLE_ID_KEY], (-1,))
+            result["sample_ids"] = ops.cast(ops.take(ids, index, axis=0), "int32")
+        return result
+
+    def _loss(self, label: Any, output: Any) -> Any:
+        if self.loss_fn is None or label is None or output is None:
+            return None
+        ops = keras.ops
+        try:
+            values = ops.cast(self.loss_fn(label, output), "float32")
+        except Exception:  # a loss we cannot call per sample: no loss shown
+            return None
+        rank = len(values.shape)
+        if rank == 0:
+            return None
+        if rank > 1:
+            values = ops.mean(values, axis=tuple(range(1, rank)))
+        self.has_loss = True
+        return values
+
+    def _pixels(self, image: Any) -> tuple[Any, Any]:
+        """Layout to [n, h, w, c], per-sample stats, downscale if too large."""
+        ops = keras.ops
+        if self.layout.layout == "HW":
+            image = ops.expand_dims(image, -1)
+        elif self.layout.layout == "CHW":
+            image = ops.transpose(image, (0, 2, 3, 1))
+        as_float = ops.cast(image, "float32")
+        finite = ops.isfinite(as_float)
+        axes = (1, 2, 3)
+        stats = ops.stack(
+            [
+                ops.min(ops.where(finite, as_float, np.inf), axis=axes),
+                ops.max(ops.where(finite, as_float, -np.inf), axis=axes),
+                ops.cast(ops.any(ops.isnan(as_float), axis=axes), "float32"),
+                ops.cast(ops.any(ops.isinf(as_float), axis=axes), "float32"),
+            ],
+            axis=1,
+        )
+        stored_h, stored_w, _ = self.layout.stored_shape
+        if list(image.shape[1:3]) != [stored_h, stored_w]:
+            resized = ops.image.resize(
+                ops.where(finite, as_float, 0.0),
+                (stored_h, stored_w),
+                interpolation="bilinear",
+                antialias=True,
+                data_format="channels_last",
+            )
+            return resized, stats
+        if self.layout.stored_dtype == "uint8":
+            return image, stats
+        return as_float, stats
+
+
+def _pseudo_random(image: Any, batch: Any) -> Any:
+    """One pseudo-random key per sample, derived from the batch itself.
+
+    No random state: the same code runs in a TensorFlow graph, a JAX trace (where a
+    stateful random op would leak a tracer) and a PyTorch step, and every batch gets
+    a different order.
+    """
+    ops = keras.ops
+    salt = ops.mean(ops.nan_to_num(ops.cast(image, "float32"), posinf=0.0, neginf=0.0))
+    positions = ops.cast(ops.arange(batch), "float32") + 1.0
+    noise = ops.sin(positions * 12.9898 + salt * 78.233) * 43758.5453
+    return noise - ops.floor(noise)

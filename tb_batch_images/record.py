@@ -1,0 +1,168 @@
+"""Builds the on-disk record of one captured batch (see docs/format.md).
+
+Runs on the background writer thread: pixels to uint8, encoded images, per-sample
+fields (labels, predictions, loss, flags), and the record that `tb_batch_images.format`
+encodes. The training side only hands over numpy arrays (`CapturedBatch`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from tb_batch_images import format as fmt
+from tb_batch_images import pixels as pixel_utils
+from tb_batch_images import predictions
+from tb_batch_images.core import SampleSelector
+from tb_batch_images.writer import CapturedBatch
+
+
+@dataclasses.dataclass
+class RecordOptions:
+    """What the logger was asked to show, as the record builder needs it."""
+
+    selection: str
+    class_names: list[str] | None
+    filenames: list[str] | None
+    max_image_size: int
+    image_format: str
+    value_range: tuple[float, float] | None
+    to_pixels: Callable[[np.ndarray], np.ndarray] | None
+    top_k: int
+    backend: str
+
+
+def build_elements(
+    batch: CapturedBatch,
+    sequence: int,
+    dropped: dict[str, int],
+    selector: SampleSelector,
+    options: RecordOptions,
+    task: str,
+    from_logits: bool,
+    warn: Callable[[str, str], None],
+) -> list[bytes]:
+    """Record + encoded images for one batch: the elements of one summary."""
+    layout = selector.layout
+    pixels, flags, used_range = pixel_utils.to_uint8(
+        batch.images,
+        batch.image_stats,
+        layout.input_dtype,
+        options.value_range,
+        options.to_pixels,
+    )
+    if used_range is None and options.to_pixels is None:
+        warn(
+            "rescaled",
+            "the input values match no known range ([0, 1], [-1, 1], [0, 255]); "
+            "images are stretched per sample and flagged 'rescaled'. Pass "
+            "to_pixels= (e.g. undo mean/std normalisation) or value_range=.",
+        )
+    images: list[bytes] = []
+    samples = []
+    output_shape = selector.output_shape
+    label_shape = selector.label_shape
+    if output_shape is not None and len(output_shape) > 1:
+        task = predictions.RAW  # a dense map (e.g. segmentation): shown raw
+    for i in range(len(batch.positions)):
+        encoded, shape = pixel_utils.encode(
+            pixels[i], options.max_image_size, options.image_format
+        )
+        images.append(encoded)
+        fields, label_flags = predictions.describe_sample(
+            task,
+            from_logits,
+            _sample_values(batch.labels, i, label_shape),
+            _sample_values(batch.outputs, i, output_shape),
+            None if batch.output_stats is None else batch.output_stats[i],
+            output_shape,
+            options.class_names,
+            options.top_k,
+        )
+        sample_id = None if batch.sample_ids is None else int(batch.sample_ids[i])
+        sample = {
+            "position": int(batch.positions[i]),
+            "batch": int(
+                batch.batch if batch.sample_batches is None else batch.sample_batches[i]
+            ),
+            "sample_id": sample_id,
+            "filename": _filename(batch, i, sample_id, options.filenames, warn),
+            **fields,
+            "loss": (
+                None
+                if batch.losses is None
+                else predictions.finite_or_none(batch.losses[i])
+            ),
+            "flags": flags[i] + label_flags,
+            "image_shape": shape,
+        }
+        if batch.devices is not None:
+            sample["device"] = int(batch.devices[i])
+        if batch.processes is not None:
+            sample["process"] = int(batch.processes[i])
+        samples.append(sample)
+    num_classes = None
+    if output_shape and task != predictions.RAW:
+        num_classes = int(np.prod(output_shape))
+        if task == predictions.BINARY and num_classes > 1:
+            task = predictions.MULTILABEL
+        elif task == predictions.BINARY:
+            num_classes = 2
+    record = {
+        "mode": batch.mode,
+        "step": batch.step,
+        "epoch": batch.epoch,
+        "batch": batch.batch,
+        "wall_time": batch.wall_time,
+        "sequence": sequence,
+        "batch_size": batch.batch_size,
+        "samples_logged": len(samples),
+        "selection": options.selection,
+        "replica": batch.replica,
+        "num_replicas": batch.num_replicas,
+        "backend": options.backend,
+        "task": task,
+        "class_names": options.class_names,
+        "num_classes": num_classes,
+        "image_key": None if layout.image_key is None else str(layout.image_key),
+        "input_shape": layout.input_shape,
+        "input_dtype": layout.input_dtype,
+        "input_layout": layout.layout,
+        "value_range": list(used_range) if used_range else None,
+        "image_format": options.image_format,
+        "dropped": dropped,
+        "samples": samples,
+    }
+    return [fmt.encode_record(record), *images]
+
+
+def _filename(
+    batch: CapturedBatch,
+    i: int,
+    sample_id: int | None,
+    filenames: Sequence[str] | None,
+    warn: Callable[[str, str], None],
+) -> str | None:
+    if batch.filenames is not None:
+        return batch.filenames[i]
+    if sample_id is not None and filenames is not None:
+        if 0 <= sample_id < len(filenames):
+            return str(filenames[sample_id])
+        warn(
+            "sample_id_range",
+            f"sample_id {sample_id} is outside filenames (len {len(filenames)})",
+        )
+    return None
+
+
+def _sample_values(
+    values: np.ndarray | None, i: int, shape: list[int | None] | None
+) -> np.ndarray | None:
+    if values is None or shape is None:
+        return None
+    if None in shape:
+        return values[i]
+    size = int(np.prod(shape)) if shape else 1
+    return values[i][: min(size, values.shape[1])]

@@ -126,6 +126,7 @@ class BatchImageLogger(keras.callbacks.Callback):
         max_queue: int = 8,
     ):
         super().__init__()
+        backends.strip_metadata_before_symbolic_build()
         if not isinstance(log_dir, str) or not log_dir:
             raise ValueError(
                 f"log_dir must be a non-empty path string, got {log_dir!r}"

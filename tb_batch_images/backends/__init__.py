@@ -18,9 +18,18 @@ from typing import Any
 
 import keras
 
-from tb_batch_images.backends.base import Adapter, Unsupported
+from tb_batch_images.backends.base import (
+    Adapter,
+    Unsupported,
+    strip_metadata_before_symbolic_build,
+)
 
-__all__ = ["Adapter", "Unsupported", "adapter_for"]
+__all__ = [
+    "Adapter",
+    "Unsupported",
+    "adapter_for",
+    "strip_metadata_before_symbolic_build",
+]
 
 
 def adapter_for(model: keras.Model, logger: Any) -> Adapter:

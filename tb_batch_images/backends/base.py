@@ -16,6 +16,7 @@ from typing import Any
 import keras
 
 from tb_batch_images import core
+from tb_batch_images import format as fmt
 
 MODES = ("train", "validation")
 _STEP_NAMES = {"train": "train_step", "validation": "test_step"}
@@ -212,3 +213,68 @@ class Adapter:
 
 def _is_end_of_data(error: BaseException) -> bool:
     return type(error).__name__ == "OutOfRangeError"
+
+
+def strip_metadata_before_symbolic_build() -> None:
+    """Makes Keras's symbolic build see `x` without the metadata keys.
+
+    On JAX and PyTorch, `fit` builds the model and its compiled metrics by calling it
+    symbolically on the first batch *before* any callback runs (`set_model` included),
+    so a `Sequential` model would reject `x["sample_id"]` there. This wraps the
+    trainer's `_symbolic_build` (once per process, when a BatchImageLogger is made) to
+    drop the metadata keys from that first batch, exactly as the logger's step
+    wrapper does for every step. Models that declare an input named `sample_id` or
+    `filename` are left alone.
+    """
+    from keras.src.trainers import trainer as trainer_module
+
+    trainer_class = trainer_module.Trainer
+    original = trainer_class.__dict__.get("_symbolic_build")
+    if original is None or getattr(original, "_tb_batch_images", False):
+        return
+
+    def _symbolic_build(self, iterator=None, data_batch=None):
+        if data_batch is None and iterator is not None and _needs_build(self):
+            for _, _, data_or_iterator in iterator:  # as Keras takes its first batch
+                if isinstance(data_or_iterator, (list, tuple)):
+                    data_batch = data_or_iterator[0]
+                else:
+                    data_batch = next(data_or_iterator)
+                break
+        if data_batch is not None:
+            data_batch = _without_metadata(self, data_batch)
+        return original(self, iterator=iterator, data_batch=data_batch)
+
+    _symbolic_build._tb_batch_images = True
+    trainer_class._symbolic_build = _symbolic_build
+
+
+def _needs_build(model: Any) -> bool:
+    if not all(layer.built for layer in model._flatten_layers()):
+        return True
+    for part in (
+        getattr(model, "_compile_metrics", None),
+        getattr(model, "_compile_loss", None),
+    ):
+        if part is not None and not part.built:
+            return True
+    return False
+
+
+def _without_metadata(model: Any, data_batch: Any) -> Any:
+    try:
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data_batch)
+    except Exception:
+        return data_batch
+    if not isinstance(x, dict):
+        return data_batch
+    declared = {getattr(t, "name", None) for t in getattr(model, "inputs", None) or []}
+    input_struct = getattr(model, "_inputs_struct", None)
+    if isinstance(input_struct, dict):
+        declared |= set(input_struct)
+    if declared & set(fmt.METADATA_KEYS):
+        return data_batch
+    model_x, metadata = core.strip_metadata(x, core.model_takes_single_tensor(model))
+    if not metadata:
+        return data_batch
+    return keras.utils.pack_x_y_sample_weight(model_x, y, sample_weight)

@@ -76,6 +76,12 @@ class JaxAdapter(LogsAdapter):
         self._modes_running = ()
         return super().after_execution(mode, token, result)
 
+    def logs_of(self, result: Any) -> Any:
+        return result[0]  # train_step returns (logs, state)
+
+    def with_logs(self, result: Any, logs: dict) -> Any:
+        return logs, result[1]
+
     def is_compiling(self, x: Any) -> bool:
         leaves = jax.tree_util.tree_leaves(x)
         return any(isinstance(leaf, jax.core.Tracer) for leaf in leaves)

@@ -30,6 +30,9 @@ setup(
         "werkzeug>=2.3",
     ],
     extras_require={
+        # Other Keras 3 backends (the TensorFlow backend needs nothing more).
+        "jax": ["jax[cpu]>=0.4.30"],
+        "torch": ["torch>=2.3"],
         "test": ["pytest>=8", "pytest-timeout>=2.3", "playwright>=1.45"],
         "dev": ["ruff>=0.6", "pytest>=8", "pytest-timeout>=2.3", "playwright>=1.45"],
     },

@@ -77,8 +77,12 @@ def _graph_flips(images: tf.Tensor) -> tf.Tensor:
     return tf.cast(images[:, FLIP_ROW, -1, 0] > images[:, FLIP_ROW, 0, 0], tf.int64)
 
 
-class Recorder(keras.layers.Layer):
-    """Records (in the graph) the ids and flips of every training batch."""
+class TFRecorder(keras.layers.Layer):
+    """Records (in the graph) the ids and flips of every training batch (TensorFlow).
+
+    Its variables are ON_READ / ONLY_FIRST_REPLICA, so under a MirroredStrategy it
+    records replica 0's share, as the logger captures it.
+    """
 
     def __init__(self, capacity: int = 256, max_batch: int = 64, **kwargs):
         super().__init__(**kwargs)
@@ -115,12 +119,83 @@ class Recorder(keras.layers.Layer):
 
     def history(self) -> list[tuple[list[int], list[int]]]:
         """Per training step: (ids in batch order, flips)."""
-        ids, flips = self._ids.numpy(), self._flips.numpy()
-        steps = int(self._count.numpy())
-        return [
-            ([int(v) for v in ids[s] if v >= 0], [int(v) for v in flips[s] if v >= 0])
-            for s in range(steps)
-        ]
+        return _history(self._ids, self._flips, self._count)
+
+
+class NeutralRecorder(keras.layers.Layer):
+    """The same recorder in `keras.ops` and non-trainable weights: every backend.
+
+    Under JAX the weights are part of the state the compiled step threads through;
+    under PyTorch they are updated in place.
+    """
+
+    def __init__(self, capacity: int = 256, max_batch: int = 64, **kwargs):
+        super().__init__(**kwargs)
+        self.capacity, self.max_batch = capacity, max_batch
+        minus_one = keras.initializers.Constant(-1)
+        self._ids = self.add_weight(
+            shape=(capacity, max_batch),
+            initializer=minus_one,
+            dtype="int32",
+            trainable=False,
+            name="ids",
+        )
+        self._flips = self.add_weight(
+            shape=(capacity, max_batch),
+            initializer=minus_one,
+            dtype="int32",
+            trainable=False,
+            name="flips",
+        )
+        self._count = self.add_weight(
+            shape=(),
+            initializer="zeros",
+            dtype="int32",
+            trainable=False,
+            name="count",
+        )
+
+    def call(self, images, training=None):
+        ops = keras.ops
+        images = ops.cast(images, "float32")
+        if len(images.shape) == 3:
+            images = ops.expand_dims(images, -1)
+        if training:
+            weights = ops.cast(2 ** ops.arange(ID_BITS), "int32")
+            bits = ops.cast(ops.mean(images[:, :ID_BITS, :, 0], axis=2) > 0.5, "int32")
+            ids = ops.sum(bits * weights, axis=1)
+            flips = ops.cast(
+                images[:, FLIP_ROW, -1, 0] > images[:, FLIP_ROW, 0, 0], "int32"
+            )
+            pad = self.max_batch - ops.shape(images)[0]
+            ids = ops.pad(ids, [[0, pad]], constant_values=-1)
+            flips = ops.pad(flips, [[0, pad]], constant_values=-1)
+            row = ops.cast(self._count.value, "int32")
+            start = ops.stack([row, ops.zeros((), "int32")])
+            self._ids.assign(ops.slice_update(self._ids.value, start, ids[None]))
+            self._flips.assign(ops.slice_update(self._flips.value, start, flips[None]))
+            self._count.assign(self._count.value + 1)
+        return images
+
+    def history(self) -> list[tuple[list[int], list[int]]]:
+        return _history(self._ids, self._flips, self._count)
+
+
+def Recorder(capacity: int = 256, max_batch: int = 64) -> keras.layers.Layer:
+    """The recorder for the running backend (TensorFlow's handles strategies)."""
+    if keras.backend.backend() == "tensorflow":
+        return TFRecorder(capacity, max_batch)
+    return NeutralRecorder(capacity, max_batch)
+
+
+def _history(ids_var, flips_var, count_var) -> list[tuple[list[int], list[int]]]:
+    ids = np.asarray(keras.ops.convert_to_numpy(ids_var))
+    flips = np.asarray(keras.ops.convert_to_numpy(flips_var))
+    steps = int(np.asarray(keras.ops.convert_to_numpy(count_var)))
+    return [
+        ([int(v) for v in ids[s] if v >= 0], [int(v) for v in flips[s] if v >= 0])
+        for s in range(steps)
+    ]
 
 
 def make_model(

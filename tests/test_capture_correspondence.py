@@ -4,6 +4,10 @@ Built on tests/rig.py: pixels encode the sample id, the tf.data map adds a mark 
 random flip, and a Recorder layer inside the model writes down what each step trained
 on. Each test trains a real tiny Keras model with BatchImageLogger and reads the event
 files back with read_batches.
+
+Backend-neutral: `make test` runs this file under KERAS_BACKEND=tensorflow, jax and
+torch. Off TensorFlow the metadata is `sample_id` (strings cannot reach the step there),
+and the configurations a backend does not have are skipped with the reason.
 """
 
 from __future__ import annotations
@@ -19,6 +23,16 @@ import tensorflow as tf
 
 from tb_batch_images import BatchImageLogger, read_batches
 from tests import rig
+
+BACKEND = keras.backend.backend()
+TF_ONLY = pytest.mark.skipif(
+    BACKEND != "tensorflow", reason="string filenames and tf.distribute: TensorFlow"
+)
+NO_TORCH_SPE = pytest.mark.skipif(
+    BACKEND == "torch", reason="Keras refuses steps_per_execution > 1 on torch"
+)
+# Off TensorFlow, strings never reach the step: ids travel instead.
+DEFAULT_METADATA = "filename" if BACKEND == "tensorflow" else "sample_id"
 
 SAMPLES = 50  # batches of 8: six full ones and a short last batch of 2
 BATCH = 8
@@ -46,7 +60,7 @@ def _label(sample_id: tf.Tensor, loss_kind: str) -> tf.Tensor:
 
 
 def tf_data(
-    metadata: str = "filename",
+    metadata: str = DEFAULT_METADATA,
     loss_kind: str = "sparse",
     shuffle_seed: int | None = 7,
 ) -> tf.data.Dataset:
@@ -87,7 +101,7 @@ def train(
     data,
     *,
     loss_kind: str = "sparse",
-    filenames: bool = False,
+    filenames: bool = True,
     validation_data=None,
     fit_kwargs: dict | None = None,
     compile_kwargs: dict | None = None,
@@ -135,7 +149,7 @@ def assert_all_steps_logged(batches, steps: int = STEPS):
     assert logged == list(range(steps))
 
 
-def test_tf_data_with_string_filenames_logs_the_trained_batch(tmp_path):
+def test_tf_data_logs_the_trained_batch(tmp_path):
     validation = tf_data(shuffle_seed=None).take(3)
     batches, history = train(tmp_path, tf_data(), validation_data=validation)
     assert_all_steps_logged(batches)
@@ -197,7 +211,8 @@ def test_negative_control_a_shift_by_one_batch_is_caught(tmp_path):
         rig.check_correspondence(train_batches, history)
 
 
-def test_xla_with_sample_ids_logs_the_trained_batch(tmp_path):
+def test_compiled_step_with_sample_ids_logs_the_trained_batch(tmp_path):
+    """XLA on TensorFlow and JAX, torch.compile on PyTorch."""
     batches, history = train(
         tmp_path,
         tf_data(metadata="sample_id"),
@@ -209,6 +224,7 @@ def test_xla_with_sample_ids_logs_the_trained_batch(tmp_path):
     assert all(s.sample_id is not None for b in batches for s in b.samples)
 
 
+@TF_ONLY
 def test_xla_with_string_filenames_fails_at_once_naming_sample_id(tmp_path):
     with pytest.raises(ValueError, match="sample_id"):
         train(tmp_path, tf_data(), compile_kwargs={"jit_compile": True})
@@ -220,6 +236,7 @@ def test_run_eagerly_logs_the_trained_batch(tmp_path):
     rig.check_correspondence(_train_batches(batches), history)
 
 
+@NO_TORCH_SPE
 @pytest.mark.parametrize("jit_compile", [False, True])
 def test_steps_per_execution_attributes_each_step(tmp_path, jit_compile):
     batches, history = train(
@@ -232,6 +249,7 @@ def test_steps_per_execution_attributes_each_step(tmp_path, jit_compile):
     rig.check_correspondence(_train_batches(batches), history)
 
 
+@NO_TORCH_SPE
 def test_steps_per_execution_with_a_sparse_schedule(tmp_path):
     batches, history = train(
         tmp_path,
@@ -416,6 +434,7 @@ MIRRORED_SCRIPT = textwrap.dedent(
 )
 
 
+@TF_ONLY
 def test_mirrored_strategy_logs_replica_zeros_share(tmp_path, run_python):
     root = Path(__file__).resolve().parents[1]
     result = run_python(["-c", MIRRORED_SCRIPT, str(tmp_path / "logs")], cwd=root)
@@ -457,3 +476,31 @@ def test_dense_map_outputs_are_recorded_raw_with_a_summary(tmp_path):
         assert len(sample.prediction) == 64  # the first 64 values, raw
         assert sample.label[:64] == [float(sample_id % 2)] * 64
         assert sample.loss is not None and sample.loss > 0
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="torch.utils.data.DataLoader: torch")
+def test_torch_dataloader_logs_the_trained_batch(tmp_path):
+    import torch
+
+    class RigTorchDataset(torch.utils.data.Dataset):
+        def __init__(self):
+            self.flips = np.random.default_rng(4).integers(0, 2, SAMPLES)
+
+        def __len__(self):
+            return SAMPLES
+
+        def __getitem__(self, index):
+            image = torch.from_numpy(_marked(index, self.flips[index]))
+            return {"image": image, "sample_id": index}, index % rig.CLASSES
+
+    loader = torch.utils.data.DataLoader(
+        RigTorchDataset(),
+        batch_size=BATCH,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(2),
+    )
+    batches, history = train(tmp_path, loader)
+    assert_all_steps_logged(batches)
+    rig.check_correspondence(_train_batches(batches), history)
+    # shuffled by the loader: the logged order is not the dataset order
+    assert [s.sample_id for s in _train_batches(batches)[0].samples] != [0, 1, 2, 3, 4]

@@ -195,6 +195,8 @@ class Adapter:
             except BaseException as error:
                 if _is_end_of_data(error):
                     raise
+                if isinstance(error, (TypeError, ValueError)):
+                    _explain_strings(error)
                 logger._finish()  # KeyboardInterrupt or an error: keep what was logged
                 raise
             items = self.after_execution(mode, token, logs)
@@ -235,12 +237,16 @@ def strip_metadata_before_symbolic_build() -> None:
 
     def _symbolic_build(self, iterator=None, data_batch=None):
         if data_batch is None and iterator is not None and _needs_build(self):
-            for _, _, data_or_iterator in iterator:  # as Keras takes its first batch
-                if isinstance(data_or_iterator, (list, tuple)):
-                    data_batch = data_or_iterator[0]
-                else:
-                    data_batch = next(data_or_iterator)
-                break
+            try:
+                for _, _, data_or_iterator in iterator:  # as Keras takes its first
+                    if isinstance(data_or_iterator, (list, tuple)):
+                        data_batch = data_or_iterator[0]
+                    else:
+                        data_batch = next(data_or_iterator)
+                    break
+            except (TypeError, ValueError) as error:
+                _explain_strings(error)
+                raise
         if data_batch is not None:
             data_batch = _without_metadata(self, data_batch)
         return original(self, iterator=iterator, data_batch=data_batch)
@@ -278,3 +284,20 @@ def _without_metadata(model: Any, data_batch: Any) -> Any:
     if not metadata:
         return data_batch
     return keras.utils.pack_x_y_sample_weight(model_x, y, sample_weight)
+
+
+STRINGS_OFF_TENSORFLOW = (
+    "tb_batch_images: on the {backend} backend, Keras cannot put strings in a batch "
+    "(its data adapters accept numbers only), so x['filename'] cannot travel. Put an "
+    "integer x['sample_id'] (the index into your list of paths) in the batch instead, "
+    "and pass the list as BatchImageLogger(..., filenames=paths)."
+)
+
+
+def _explain_strings(error: BaseException) -> None:
+    """Adds what to do to Keras's own error when strings are in a JAX/torch batch."""
+    backend = keras.backend.backend()
+    text = str(error).lower()
+    clues = ("dtype", "string", "abstract array")
+    if backend != "tensorflow" and any(clue in text for clue in clues):
+        error.add_note(STRINGS_OFF_TENSORFLOW.format(backend=backend))

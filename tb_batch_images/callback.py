@@ -35,7 +35,13 @@ class BatchImageLogger(keras.callbacks.Callback):
     Filenames travel in the batch: make `x` a dict with the image, plus a string
     `"filename"` or an integer `"sample_id"` (an index into `filenames=`). The logger
     strips both keys before the model sees `x`. Under `jit_compile=True` (the default
-    on GPU) only `"sample_id"` can travel.
+    on GPU) only `"sample_id"` can travel, and so on the JAX and PyTorch backends,
+    whose data adapters reject strings before any callback runs.
+
+    Works on every Keras 3 backend (TensorFlow, JAX, PyTorch), under `tf.distribute`
+    strategies and JAX's `keras.distribution` (only process 0 / the chief writes). A
+    setup it cannot handle (e.g. a train function that bypasses the model's
+    `train_step`) gives one warning and the logger turns itself off.
 
     Logging never stops training: problems (an unwritable `log_dir`, an input that is
     no image, a full queue) give one warning each, and what was dropped is counted in

@@ -249,7 +249,11 @@ def strip_metadata_before_symbolic_build() -> None:
                 raise
         if data_batch is not None:
             data_batch = _without_metadata(self, data_batch)
-        return original(self, iterator=iterator, data_batch=data_batch)
+        try:
+            return original(self, iterator=iterator, data_batch=data_batch)
+        except (TypeError, ValueError) as error:
+            _explain_strings(error)
+            raise
 
     _symbolic_build._tb_batch_images = True
     trainer_class._symbolic_build = _symbolic_build
@@ -288,8 +292,8 @@ def _without_metadata(model: Any, data_batch: Any) -> Any:
 
 STRINGS_OFF_TENSORFLOW = (
     "tb_batch_images: on the {backend} backend, Keras cannot put strings in a batch "
-    "(its data adapters accept numbers only), so x['filename'] cannot travel. Put an "
-    "integer x['sample_id'] (the index into your list of paths) in the batch instead, "
+    "(its data adapters accept numbers only), so filenames cannot travel in it, "
+    "neither as x['filename'] nor as a third element. Put an integer x['sample_id'] (the index into your list of paths) in the batch instead, "
     "and pass the list as BatchImageLogger(..., filenames=paths)."
 )
 

@@ -16,7 +16,8 @@ import keras
 import numpy as np
 
 from tb_batch_images import core
-from tb_batch_images.backends.base import Adapter
+from tb_batch_images import format as fmt
+from tb_batch_images.backends.base import STRINGS_OFF_TENSORFLOW, Adapter
 
 LOGS_KEYS = {
     "train": "_tb_batch_images_train",
@@ -72,6 +73,15 @@ class LogsAdapter(Adapter):
 
     def _new_selector(self, x: Any) -> core.SampleSelector:
         logger = self.logger
+        if isinstance(x, dict) and fmt.FILENAME_KEY in x:
+            # Only an uncompiled step gets this far with strings in the batch.
+            logger._warn(
+                "strings_off_tensorflow",
+                STRINGS_OFF_TENSORFLOW.format(backend=self.backend).removeprefix(
+                    "tb_batch_images: "
+                )
+                + " The pictures are logged without filenames.",
+            )
         layout = core.layout_for(
             core.map_specs(x),
             logger.image_key,

@@ -12,7 +12,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from tb_batch_images import backends, core, predictions, record
+from tb_batch_images import backends, core, pixels, predictions, record
 from tb_batch_images.writer import BackgroundWriter, CapturedBatch, merge_batches
 
 _log = logging.getLogger("tb_batch_images")
@@ -65,6 +65,13 @@ class BatchImageLogger(keras.callbacks.Callback):
         to_pixels: a function from a float batch `[n, h, w, c]` to uint8 pixels, for
             inputs no range describes (e.g. undo your normalisation). Overrides
             `value_range`.
+        preprocessing: `"caffe"`, `"torch"` or `"tf"`: the inputs went through
+            `keras.applications.imagenet_utils.preprocess_input` in that mode (e.g.
+            `keras.applications.resnet50.preprocess_input` is `"caffe"`: BGR with the
+            ImageNet means subtracted), undone for display so the pictures show true
+            colours. Defaults to None. Not with `to_pixels` or `value_range`. A preset
+            that cannot apply (uint8 inputs; `"caffe"`/`"torch"` on inputs without 3
+            channels) warns once and the automatic range is used.
         log_validation: also log validation batches during `fit`. Defaults to True.
         validation_batches: how many batches of each validation run to log. Defaults
             to 1.
@@ -120,6 +127,7 @@ class BatchImageLogger(keras.callbacks.Callback):
         image_format: str = "png",
         value_range: tuple[float, float] | None = None,
         to_pixels: Callable[[np.ndarray], np.ndarray] | None = None,
+        preprocessing: str | None = None,
         log_validation: bool = True,
         validation_batches: int = 1,
         top_k: int = 5,
@@ -154,6 +162,7 @@ class BatchImageLogger(keras.callbacks.Callback):
             value_range = (low, high)
         if to_pixels is not None and not callable(to_pixels):
             raise ValueError("to_pixels must be a function from floats to uint8 pixels")
+        pixels.check_preprocessing(preprocessing, to_pixels, value_range)
         if log_steps is not None and not callable(log_steps):
             try:
                 log_steps = frozenset(int(s) for s in log_steps)
@@ -175,6 +184,7 @@ class BatchImageLogger(keras.callbacks.Callback):
         self.image_format = image_format
         self.value_range = value_range
         self.to_pixels = to_pixels
+        self.preprocessing = preprocessing
         self.log_validation = log_validation
         self.validation_batches = validation_batches
         self.top_k = top_k
@@ -197,6 +207,7 @@ class BatchImageLogger(keras.callbacks.Callback):
             to_pixels=to_pixels,
             top_k=top_k,
             backend=keras.backend.backend(),
+            preprocessing=preprocessing,
         )
         self._fit_history = None
         self._pending_validation: list[CapturedBatch] = []

@@ -32,6 +32,7 @@ class RecordOptions:
     to_pixels: Callable[[np.ndarray], np.ndarray] | None
     top_k: int
     backend: str
+    preprocessing: str | None = None  # a keras.applications preset, undone for display
 
 
 def build_elements(
@@ -46,12 +47,14 @@ def build_elements(
 ) -> list[bytes]:
     """Record + encoded images for one batch: the elements of one summary."""
     layout = selector.layout
+    undo, value_range, preprocessing = _undo_for_display(layout, options, warn)
     pixels, flags, used_range = pixel_utils.to_uint8(
         batch.images,
         batch.image_stats,
         layout.input_dtype,
-        options.value_range,
+        value_range,
         options.to_pixels,
+        undo,
     )
     if used_range is None and options.to_pixels is None:
         warn(
@@ -131,11 +134,28 @@ def build_elements(
         "input_dtype": layout.input_dtype,
         "input_layout": layout.layout,
         "value_range": list(used_range) if used_range else None,
+        "preprocessing": preprocessing,
         "image_format": options.image_format,
         "dropped": dropped,
         "samples": samples,
     }
     return [fmt.encode_record(record), *images]
+
+
+def _undo_for_display(
+    layout, options: RecordOptions, warn: Callable[[str, str], None]
+) -> tuple[Callable | None, tuple[float, float] | None, str | None]:
+    """(undo, value range, preset applied) for turning the captured values to pixels."""
+    preset = options.preprocessing
+    if preset is None:
+        return None, options.value_range, None
+    problem = pixel_utils.preprocessing_problem(
+        preset, layout.input_dtype, layout.stored_shape[2]
+    )
+    if problem is not None:
+        warn("preprocessing", problem)
+        return None, options.value_range, None
+    return pixel_utils.undo_preprocessing(preset), (0.0, 255.0), preset
 
 
 def _filename(

@@ -55,6 +55,16 @@ class BatchImageLogger(keras.callbacks.Callback):
         filenames: a sequence mapping the integer `x["sample_id"]` to a filename.
         image_key: the key (or index) of the image in `x` when `x` holds several
             inputs. Defaults to None: found automatically.
+        image_layer: which picture to show when the model starts with preprocessing
+            layers (`keras.layers.Random*`, `Rescaling`, `Normalization`, `Resizing`,
+            `CenterCrop`, ..., or a `Sequential`/functional block made only of them).
+            Defaults to None: the output of the last leading preprocessing layer, i.e.
+            the picture as the first learning layer received it, taken from the
+            training forward pass itself (so the random augmentations shown are the
+            ones the model trained on). `Rescaling` and `Normalization` among those
+            layers are undone for display from their own parameters. A layer name:
+            that layer's output (a ValueError at fit start lists the layers if no
+            layer has that name). `False`: show `x` as the model received it.
         max_image_size: longest side of a logged image, in pixels; larger inputs are
             downscaled (never upscaled). Defaults to 256.
         image_format: `"png"` (default, lossless) or `"jpeg"`.
@@ -123,6 +133,7 @@ class BatchImageLogger(keras.callbacks.Callback):
         class_names: Sequence[str] | None = None,
         filenames: Sequence[str] | None = None,
         image_key: str | int | None = None,
+        image_layer: str | bool | None = None,
         max_image_size: int = 256,
         image_format: str = "png",
         value_range: tuple[float, float] | None = None,
@@ -179,7 +190,14 @@ class BatchImageLogger(keras.callbacks.Callback):
             None if class_names is None else [str(c) for c in class_names]
         )
         self.filenames = None if filenames is None else list(filenames)
+        if image_layer is not None and image_layer is not False:
+            if not isinstance(image_layer, str):
+                raise ValueError(
+                    f"image_layer must be a layer name, None (automatic) or False "
+                    f"(show x), got {image_layer!r}"
+                )
         self.image_key = image_key
+        self.image_layer = image_layer
         self.max_image_size = max_image_size
         self.image_format = image_format
         self.value_range = value_range
@@ -401,7 +419,9 @@ class BatchImageLogger(keras.callbacks.Callback):
             return
         # The writer thread builds records after fit() may have ended: keep what it
         # needs to read the arrays (layout, label and output shapes).
-        self._selectors[mode] = self._adapter.selector(mode)
+        self._selectors[mode] = selector = self._adapter.selector(mode)
+        if selector is not None:
+            self._adapter.prepare_display(selector.layout)
         replicas = self._adapter.num_replicas()
         for item in items:
             if mode == "train":

@@ -18,6 +18,9 @@ from tb_batch_images import format as fmt
 
 # The ranges recognised automatically, tried in this order.
 KNOWN_FLOAT_RANGES = ((0.0, 1.0), (-1.0, 1.0), (0.0, 255.0))
+# Float round-off a range tolerates (a fraction of its width), e.g. x / 255 * 255
+# ending at 255.00002 after undoing a Rescaling layer.
+RANGE_TOLERANCE = 1e-4
 
 # The modes of keras.applications.imagenet_utils.preprocess_input, undone for display.
 PREPROCESSING_MODES = ("caffe", "torch", "tf")
@@ -98,7 +101,8 @@ def choose_value_range(
         return (0.0, 1.0)
     lo, hi = float(finite_min[valid].min()), float(finite_max[valid].max())
     for range_lo, range_hi in KNOWN_FLOAT_RANGES:
-        if lo >= range_lo and hi <= range_hi:
+        slack = RANGE_TOLERANCE * (range_hi - range_lo)
+        if lo >= range_lo - slack and hi <= range_hi + slack:
             return (range_lo, range_hi)
     return None
 
@@ -167,9 +171,12 @@ def to_uint8(
         return _float_to_uint8(scaled), flags, None
 
     lo, hi = used_range
+    slack = RANGE_TOLERANCE * (hi - lo)
     for i in range(count):
         finite_min, finite_max = image_stats[i][0], image_stats[i][1]
-        if np.isfinite(finite_min) and (finite_min < lo or finite_max > hi):
+        if np.isfinite(finite_min) and (
+            finite_min < lo - slack or finite_max > hi + slack
+        ):
             flags[i].append(fmt.FLAG_CLIPPED)
     scaled = np.clip(values, lo, hi)
     scaled -= lo

@@ -51,7 +51,9 @@ def build_elements(
     pixels, flags, used_range = pixel_utils.to_uint8(
         batch.images,
         batch.image_stats,
-        layout.input_dtype,
+        (layout.source_input_dtype or layout.input_dtype)
+        if layout.undo is not None
+        else layout.input_dtype,
         value_range,
         options.to_pixels,
         undo,
@@ -130,6 +132,7 @@ def build_elements(
         "class_names": options.class_names,
         "num_classes": num_classes,
         "image_key": None if layout.image_key is None else str(layout.image_key),
+        "image_source": layout.image_source,
         "input_shape": layout.input_shape,
         "input_dtype": layout.input_dtype,
         "input_layout": layout.layout,
@@ -145,17 +148,26 @@ def build_elements(
 def _undo_for_display(
     layout, options: RecordOptions, warn: Callable[[str, str], None]
 ) -> tuple[Callable | None, tuple[float, float] | None, str | None]:
-    """(undo, value range, preset applied) for turning the captured values to pixels."""
+    """(undo, value range, preset applied) for turning the captured values to pixels.
+
+    First the source layers' Rescaling/Normalization (back to `x`'s units), then a
+    keras.applications preset (back to RGB 0..255).
+    """
+    layers_undo = layout.undo
     preset = options.preprocessing
     if preset is None:
-        return None, options.value_range, None
+        return layers_undo, options.value_range, None
+    dtype = layout.source_input_dtype if layers_undo else layout.input_dtype
     problem = pixel_utils.preprocessing_problem(
-        preset, layout.input_dtype, layout.stored_shape[2]
+        preset, dtype or layout.input_dtype, layout.stored_shape[2]
     )
     if problem is not None:
         warn("preprocessing", problem)
-        return None, options.value_range, None
-    return pixel_utils.undo_preprocessing(preset), (0.0, 255.0), preset
+        return layers_undo, options.value_range, None
+    preset_undo = pixel_utils.undo_preprocessing(preset)
+    if layers_undo is None:
+        return preset_undo, (0.0, 255.0), preset
+    return (lambda v: preset_undo(layers_undo(v))), (0.0, 255.0), preset
 
 
 def _filename(

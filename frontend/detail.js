@@ -109,7 +109,13 @@ export function renderDetail({ sample, batch, group, index, count, onPrev, onNex
     row("task", formatValue(batch.task), "task"),
     row("classes", formatValue(batch.num_classes), "num_classes"),
     row("input", `${formatValue(batch.input_shape)} ${formatValue(batch.input_dtype)} ${formatValue(batch.input_layout)}`, "input"),
+    row(
+      "picture of",
+      batch.image_source ? `output of layer ${batch.image_source}` : "x, as the model received it",
+      "image_source",
+    ),
     row("value range", formatValue(batch.value_range), "value_range"),
+    row("preprocessing", formatValue(batch.preprocessing), "preprocessing"),
     row("image format", formatValue(batch.image_format), "image_format"),
   ];
 

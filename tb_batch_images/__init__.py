@@ -1,12 +1,21 @@
 """tb-batch-images: see, batch by batch, exactly what a Keras model trained on.
 
-Writer side: `BatchImageLogger`, a Keras callback. Reader side: `read_batches`, and
+Writer side: `BatchImageLogger`, a Keras callback, and `image_dataset_from_directory`
+(Keras's loader with a sample id beside each image). Reader side: `read_batches`, and
 the TensorBoard plugin `batch_images` (loaded by TensorBoard itself).
 """
 
 __version__ = "0.1.0"
 
-__all__ = ["BatchImageLogger", "read_batches", "__version__"]
+__all__ = [
+    "BatchImageLogger",
+    "image_dataset_from_directory",
+    "map_images",
+    "read_batches",
+    "without_ids",
+    "__version__",
+]
+_DATASETS = ("image_dataset_from_directory", "map_images", "without_ids")
 
 
 def __getattr__(name):
@@ -19,4 +28,8 @@ def __getattr__(name):
         from tb_batch_images.reader import read_batches
 
         return read_batches
+    if name in _DATASETS:
+        from tb_batch_images import datasets
+
+        return getattr(datasets, name)
     raise AttributeError(f"module 'tb_batch_images' has no attribute {name!r}")

@@ -12,7 +12,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from tb_batch_images import backends, core, predictions, record
+from tb_batch_images import backends, core, pixels, predictions, record
 from tb_batch_images.writer import BackgroundWriter, CapturedBatch, merge_batches
 
 _log = logging.getLogger("tb_batch_images")
@@ -61,6 +61,16 @@ class BatchImageLogger(keras.callbacks.Callback):
         filenames: a sequence mapping the integer `x["sample_id"]` to a filename.
         image_key: the key (or index) of the image in `x` when `x` holds several
             inputs. Defaults to None: found automatically.
+        image_layer: which picture to show when the model starts with preprocessing
+            layers (`keras.layers.Random*`, `Rescaling`, `Normalization`, `Resizing`,
+            `CenterCrop`, ..., or a `Sequential`/functional block made only of them).
+            Defaults to None: the output of the last leading preprocessing layer, i.e.
+            the picture as the first learning layer received it, taken from the
+            training forward pass itself (so the random augmentations shown are the
+            ones the model trained on). `Rescaling` and `Normalization` among those
+            layers are undone for display from their own parameters. A layer name:
+            that layer's output (a ValueError at fit start lists the layers if no
+            layer has that name). `False`: show `x` as the model received it.
         max_image_size: longest side of a logged image, in pixels; larger inputs are
             downscaled (never upscaled). Defaults to 256.
         image_format: `"png"` (default, lossless) or `"jpeg"`.
@@ -71,6 +81,13 @@ class BatchImageLogger(keras.callbacks.Callback):
         to_pixels: a function from a float batch `[n, h, w, c]` to uint8 pixels, for
             inputs no range describes (e.g. undo your normalisation). Overrides
             `value_range`.
+        preprocessing: `"caffe"`, `"torch"` or `"tf"`: the inputs went through
+            `keras.applications.imagenet_utils.preprocess_input` in that mode (e.g.
+            `keras.applications.resnet50.preprocess_input` is `"caffe"`: BGR with the
+            ImageNet means subtracted), undone for display so the pictures show true
+            colours. Defaults to None. Not with `to_pixels` or `value_range`. A preset
+            that cannot apply (uint8 inputs; `"caffe"`/`"torch"` on inputs without 3
+            channels) warns once and the automatic range is used.
         log_validation: also log validation batches during `fit`. Defaults to True.
         validation_batches: how many batches of each validation run to log. Defaults
             to 1.
@@ -122,10 +139,12 @@ class BatchImageLogger(keras.callbacks.Callback):
         class_names: Sequence[str] | None = None,
         filenames: Sequence[str] | None = None,
         image_key: str | int | None = None,
+        image_layer: str | bool | None = None,
         max_image_size: int = 256,
         image_format: str = "png",
         value_range: tuple[float, float] | None = None,
         to_pixels: Callable[[np.ndarray], np.ndarray] | None = None,
+        preprocessing: str | None = None,
         log_validation: bool = True,
         validation_batches: int = 1,
         top_k: int = 5,
@@ -160,6 +179,7 @@ class BatchImageLogger(keras.callbacks.Callback):
             value_range = (low, high)
         if to_pixels is not None and not callable(to_pixels):
             raise ValueError("to_pixels must be a function from floats to uint8 pixels")
+        pixels.check_preprocessing(preprocessing, to_pixels, value_range)
         if log_steps is not None and not callable(log_steps):
             try:
                 log_steps = frozenset(int(s) for s in log_steps)
@@ -176,11 +196,19 @@ class BatchImageLogger(keras.callbacks.Callback):
             None if class_names is None else [str(c) for c in class_names]
         )
         self.filenames = None if filenames is None else list(filenames)
+        if image_layer is not None and image_layer is not False:
+            if not isinstance(image_layer, str):
+                raise ValueError(
+                    f"image_layer must be a layer name, None (automatic) or False "
+                    f"(show x), got {image_layer!r}"
+                )
         self.image_key = image_key
+        self.image_layer = image_layer
         self.max_image_size = max_image_size
         self.image_format = image_format
         self.value_range = value_range
         self.to_pixels = to_pixels
+        self.preprocessing = preprocessing
         self.log_validation = log_validation
         self.validation_batches = validation_batches
         self.top_k = top_k
@@ -203,6 +231,7 @@ class BatchImageLogger(keras.callbacks.Callback):
             to_pixels=to_pixels,
             top_k=top_k,
             backend=keras.backend.backend(),
+            preprocessing=preprocessing,
         )
         self._fit_history = None
         self._pending_validation: list[CapturedBatch] = []
@@ -396,7 +425,9 @@ class BatchImageLogger(keras.callbacks.Callback):
             return
         # The writer thread builds records after fit() may have ended: keep what it
         # needs to read the arrays (layout, label and output shapes).
-        self._selectors[mode] = self._adapter.selector(mode)
+        self._selectors[mode] = selector = self._adapter.selector(mode)
+        if selector is not None:
+            self._adapter.prepare_display(selector.layout)
         replicas = self._adapter.num_replicas()
         for item in items:
             if mode == "train":

@@ -18,6 +18,69 @@ from tb_batch_images import format as fmt
 
 # The ranges recognised automatically, tried in this order.
 KNOWN_FLOAT_RANGES = ((0.0, 1.0), (-1.0, 1.0), (0.0, 255.0))
+# Float round-off a range tolerates (a fraction of its width), e.g. x / 255 * 255
+# ending at 255.00002 after undoing a Rescaling layer.
+RANGE_TOLERANCE = 1e-4
+
+# The modes of keras.applications.imagenet_utils.preprocess_input, undone for display.
+PREPROCESSING_MODES = ("caffe", "torch", "tf")
+CAFFE_MEAN_BGR = np.array([103.939, 116.779, 123.68], np.float32)
+TORCH_MEAN_RGB = np.array([0.485, 0.456, 0.406], np.float32)
+TORCH_STD_RGB = np.array([0.229, 0.224, 0.225], np.float32)
+
+
+def check_preprocessing(
+    preprocessing: str | None,
+    to_pixels: Callable | None,
+    value_range: tuple[float, float] | None,
+) -> None:
+    """Raises ValueError for an unknown preset or one combined with to_pixels/value_range."""
+    if preprocessing is None:
+        return
+    if preprocessing not in PREPROCESSING_MODES:
+        raise ValueError(
+            f"preprocessing must be one of {PREPROCESSING_MODES} (the modes of "
+            f"keras.applications.imagenet_utils.preprocess_input) or None, got "
+            f"{preprocessing!r}"
+        )
+    if to_pixels is not None or value_range is not None:
+        given = "to_pixels=" if to_pixels is not None else "value_range="
+        raise ValueError(
+            f"pass either preprocessing={preprocessing!r} or {given}, not both: "
+            f"preprocessing= already says how to turn the inputs into pixels. Drop "
+            f"{given} or drop preprocessing="
+        )
+
+
+def preprocessing_problem(preprocessing: str, dtype: str, channels: int) -> str | None:
+    """Why a preset cannot apply to inputs of this dtype and channel count, or None."""
+    if not (dtype.startswith(("float", "bfloat"))):
+        return (
+            f"preprocessing={preprocessing!r} expects the float outputs of "
+            f"preprocess_input, but the inputs are {dtype}; shown with the automatic "
+            f"value range instead"
+        )
+    if preprocessing != "tf" and channels != 3:
+        return (
+            f"preprocessing={preprocessing!r} needs 3 colour channels, the inputs "
+            f"have {channels}; shown with the automatic value range instead"
+        )
+    return None
+
+
+def undo_preprocessing(preprocessing: str) -> Callable[[np.ndarray], np.ndarray]:
+    """A function from preprocess_input's outputs [n, h, w, c] back to RGB in 0..255.
+
+    caffe: BGR with the ImageNet means subtracted; torch: /255, then the ImageNet mean
+    and std per channel; tf: scaled to [-1, 1].
+    """
+    if preprocessing == "caffe":
+        return lambda values: (values + CAFFE_MEAN_BGR)[..., ::-1]
+    if preprocessing == "torch":
+        return lambda values: (values * TORCH_STD_RGB + TORCH_MEAN_RGB) * 255.0
+    if preprocessing == "tf":
+        return lambda values: (values + 1.0) * 127.5
+    raise ValueError(f"unknown preprocessing {preprocessing!r}")
 
 
 def choose_value_range(
@@ -38,7 +101,8 @@ def choose_value_range(
         return (0.0, 1.0)
     lo, hi = float(finite_min[valid].min()), float(finite_max[valid].max())
     for range_lo, range_hi in KNOWN_FLOAT_RANGES:
-        if lo >= range_lo and hi <= range_hi:
+        slack = RANGE_TOLERANCE * (range_hi - range_lo)
+        if lo >= range_lo - slack and hi <= range_hi + slack:
             return (range_lo, range_hi)
     return None
 
@@ -49,8 +113,13 @@ def to_uint8(
     dtype: str,
     value_range: tuple[float, float] | None,
     to_pixels: Callable[[np.ndarray], np.ndarray] | None,
+    undo: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> tuple[np.ndarray, list[list[str]], tuple[float, float] | None]:
     """Maps a batch to uint8 [n, h, w, c] with per-sample flags.
+
+    `undo`, when given, maps the values back to the units of the original input
+    first (a preprocessing preset, or the Rescaling/Normalization layers the picture
+    went through); the range is then chosen on the undone values.
 
     Returns (pixels, flags per sample, the range used or None).
     """
@@ -80,6 +149,10 @@ def to_uint8(
             pixels = np.round(pixels).astype(np.uint8)
         return pixels, flags, None
 
+    if undo is not None:
+        values = undo(np.nan_to_num(values.astype(np.float32), nan=0.0))
+        values = np.ascontiguousarray(values, np.float32)
+        image_stats = _stats_of(values, image_stats)
     used_range = value_range or choose_value_range(dtype, image_stats)
     if values.dtype == np.uint8 and used_range == (0.0, 255.0):
         return values, flags, used_range  # already pixels: nothing to compute
@@ -98,15 +171,28 @@ def to_uint8(
         return _float_to_uint8(scaled), flags, None
 
     lo, hi = used_range
+    slack = RANGE_TOLERANCE * (hi - lo)
     for i in range(count):
         finite_min, finite_max = image_stats[i][0], image_stats[i][1]
-        if np.isfinite(finite_min) and (finite_min < lo or finite_max > hi):
+        if np.isfinite(finite_min) and (
+            finite_min < lo - slack or finite_max > hi + slack
+        ):
             flags[i].append(fmt.FLAG_CLIPPED)
     scaled = np.clip(values, lo, hi)
     scaled -= lo
     scaled *= 255.0 / (hi - lo)
     scaled += 0.5  # round half up, then truncate
     return scaled.astype(np.uint8), flags, used_range
+
+
+def _stats_of(values: np.ndarray, image_stats: np.ndarray) -> np.ndarray:
+    """Per-sample finite min/max of `values`; the NaN/Inf columns kept."""
+    stats = np.array(image_stats, np.float32, copy=True)
+    flat = values.reshape(values.shape[0], -1)
+    finite = np.isfinite(flat)
+    stats[:, 0] = np.where(finite, flat, np.inf).min(axis=1)
+    stats[:, 1] = np.where(finite, flat, -np.inf).max(axis=1)
+    return stats
 
 
 def _float_to_uint8(unit: np.ndarray) -> np.ndarray:

@@ -32,6 +32,7 @@ class RecordOptions:
     to_pixels: Callable[[np.ndarray], np.ndarray] | None
     top_k: int
     backend: str
+    preprocessing: str | None = None  # a keras.applications preset, undone for display
 
 
 def build_elements(
@@ -46,12 +47,16 @@ def build_elements(
 ) -> list[bytes]:
     """Record + encoded images for one batch: the elements of one summary."""
     layout = selector.layout
+    undo, value_range, preprocessing = _undo_for_display(layout, options, warn)
     pixels, flags, used_range = pixel_utils.to_uint8(
         batch.images,
         batch.image_stats,
-        layout.input_dtype,
-        options.value_range,
+        (layout.source_input_dtype or layout.input_dtype)
+        if layout.undo is not None
+        else layout.input_dtype,
+        value_range,
         options.to_pixels,
+        undo,
     )
     if used_range is None and options.to_pixels is None:
         warn(
@@ -127,15 +132,42 @@ def build_elements(
         "class_names": options.class_names,
         "num_classes": num_classes,
         "image_key": None if layout.image_key is None else str(layout.image_key),
+        "image_source": layout.image_source,
         "input_shape": layout.input_shape,
         "input_dtype": layout.input_dtype,
         "input_layout": layout.layout,
         "value_range": list(used_range) if used_range else None,
+        "preprocessing": preprocessing,
         "image_format": options.image_format,
         "dropped": dropped,
         "samples": samples,
     }
     return [fmt.encode_record(record), *images]
+
+
+def _undo_for_display(
+    layout, options: RecordOptions, warn: Callable[[str, str], None]
+) -> tuple[Callable | None, tuple[float, float] | None, str | None]:
+    """(undo, value range, preset applied) for turning the captured values to pixels.
+
+    First the source layers' Rescaling/Normalization (back to `x`'s units), then a
+    keras.applications preset (back to RGB 0..255).
+    """
+    layers_undo = layout.undo
+    preset = options.preprocessing
+    if preset is None:
+        return layers_undo, options.value_range, None
+    dtype = layout.source_input_dtype if layers_undo else layout.input_dtype
+    problem = pixel_utils.preprocessing_problem(
+        preset, dtype or layout.input_dtype, layout.stored_shape[2]
+    )
+    if problem is not None:
+        warn("preprocessing", problem)
+        return layers_undo, options.value_range, None
+    preset_undo = pixel_utils.undo_preprocessing(preset)
+    if layers_undo is None:
+        return preset_undo, (0.0, 255.0), preset
+    return (lambda v: preset_undo(layers_undo(v))), (0.0, 255.0), preset
 
 
 def _filename(

@@ -33,3 +33,40 @@ def test_readme_quick_start_trains_logs_and_reads_back(tmp_path, run_python):
         assert int(label) == index % 3
         assert line.endswith("(32, 32, 3)")
     assert (tmp_path / "logs" / "quickstart" / "train").is_dir()
+
+
+def section_snippets(heading: str) -> list[str]:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split(f"## {heading}", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```python\n(.*?)```", section, flags=re.S)
+
+
+def test_readme_directory_loader_names_train_and_validation_files(tmp_path, run_python):
+    (snippet,) = section_snippets("A folder of pictures")
+    check = (
+        "\nfrom tb_batch_images import read_batches\n"
+        "for b in read_batches('logs/folder'):\n"
+        "    for s in b.samples:\n"
+        "        print('LOGGED', b.mode, s.filename, s.label_name)\n"
+    )
+    result = run_python(["-c", snippet + check], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    logged = [line.split() for line in result.stdout.splitlines() if "LOGGED" in line]
+    assert {mode for _, mode, _, _ in logged} == {"train", "validation"}
+    for _, _, filename, label_name in logged:
+        assert filename.split("/")[-2] == label_name
+
+
+def test_readme_augmentation_in_the_model_logs_the_layer_output(tmp_path, run_python):
+    (snippet,) = section_snippets("Augmentation and preprocessing layers")
+    check = (
+        "\nfrom tb_batch_images import read_batches\n"
+        "for b in read_batches('logs/augmented'):\n"
+        "    print('SOURCE', b.record['image_source'], b.samples[0].flags)\n"
+    )
+    result = run_python(["-c", snippet + check], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    sources = [line for line in result.stdout.splitlines() if "SOURCE" in line]
+    assert len(sources) == 4
+    assert all(line.startswith("SOURCE rescaling ") for line in sources)
+    assert all("rescaled" not in line for line in sources)

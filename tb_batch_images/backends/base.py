@@ -2,7 +2,11 @@
 
 The step wrapper strips the metadata keys from `x`, runs the model's own step and hands
 the step's tensors (`x`, `y`, and the `y_pred` the step passed to `compute_metrics`,
-i.e. the training forward pass) to the backend's `_capture`. The function wrapper
+i.e. the training forward pass) to the backend's `_capture`. When the model starts with
+preprocessing layers (`core.find_image_source`), the last one's `call` is wrapped to
+stash its output during that same forward pass, and the stashed tensor is captured
+instead of `x`'s image: the picture as the first learning layer received it, random
+augmentations included, in the same trace (TF graph, JAX trace, torch eager step). The function wrapper
 (around `model.train_function` / `model.test_function`) asks the backend for the
 captured samples after each execution, and restores the model when `fit` ends with an
 error.
@@ -10,6 +14,7 @@ error.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +24,10 @@ from tb_batch_images import core
 from tb_batch_images import format as fmt
 
 MODES = ("train", "validation")
+# Under JAX the stashed output leaves the differentiated forward pass inside y_pred
+# (the aux output of jax.value_and_grad), wrapped in a dict with these keys.
+STASHED_Y_PRED = "_tb_batch_images_y_pred"
+STASHED_IMAGE = "_tb_batch_images_image"
 _STEP_NAMES = {"train": "train_step", "validation": "test_step"}
 FUNCTION_NAMES = {"train": "train_function", "validation": "test_function"}
 
@@ -40,19 +49,31 @@ class Adapter:
         self.unwrap = core.model_takes_single_tensor(model)
         self._installed: dict[str, Any] = {}
         self._seen: dict[str, Any] = {}
+        self._stash: dict[str, Any] = {}  # the source layer's output, this step
         self.step_ran: dict[str, bool] = {}
+        self.image_source: core.ImageSource | None = None
+        self._undo_ready = False
+        self._undo: Callable | None = None
 
     # -- installing ------------------------------------------------------------------
     def install(self) -> None:
         """Wraps train_step/test_step so the next make_*_function picks them up."""
         model = self.model
         self.check_supported()
+        self.image_source = core.find_image_source(
+            model, getattr(self.logger, "image_layer", None)
+        )
         self._installed = {"compute_metrics": model.__dict__.get("compute_metrics")}
         compute_metrics = model.compute_metrics
-        seen = self._seen
+        seen, stash = self._seen, self._stash
 
         def recording_compute_metrics(x, y, y_pred, sample_weight=None):
+            image = stash.get("image")
+            if isinstance(y_pred, dict) and STASHED_Y_PRED in y_pred:
+                image, y_pred = y_pred[STASHED_IMAGE], y_pred[STASHED_Y_PRED]
             seen["y"], seen["y_pred"] = y, y_pred
+            if image is not None:
+                seen["image"] = keras.ops.stop_gradient(image)
             return compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
         model.compute_metrics = recording_compute_metrics
@@ -61,6 +82,61 @@ class Adapter:
             setattr(model, step_name, self._make_step(mode, getattr(model, step_name)))
             # make_*_function returns early when a function exists: rebuild it.
             setattr(model, FUNCTION_NAMES[mode], None)
+        if self.image_source is not None:
+            self._stash_output_of(self.image_source.layer)
+
+    def _stash_output_of(self, layer: Any) -> None:
+        """Wraps the instance's `call` so each forward pass stashes its output."""
+        self._installed["source_call"] = (layer, layer.__dict__.get("call"))
+        call, stash = layer.call, self._stash
+
+        def stashing_call(*args, **kwargs):
+            outputs = call(*args, **kwargs)
+            stash["image"] = outputs
+            return outputs
+
+        layer.call = stashing_call
+
+    def source_layout(self, layout: core.InputLayout, source_spec: Any) -> Any:
+        """`layout` (from `x`) redone for the source layer's output, or None."""
+        if self.image_source is None:
+            return layout
+        spec = core.spec_of(source_spec) if source_spec is not None else None
+        if spec is None:
+            return None
+        logger = self.logger
+        source = core.layout_for(
+            spec, None, logger.max_image_size, keras.config.image_data_format()
+        )
+        return dataclasses.replace(
+            source,
+            image_key=layout.image_key,
+            has_sample_id=layout.has_sample_id,
+            has_filename=layout.has_filename,
+            image_source=self.image_source.name,
+            source_input_dtype=layout.input_dtype,
+        )
+
+    def prepare_display(self, layout: core.InputLayout) -> None:
+        """On the host: how to undo the source chain's Rescaling/Normalization.
+
+        Read once from the layers (their parameters are fixed while training) and
+        given to every layout of a source (train, validation, each fit).
+        """
+        if self.image_source is None or layout.image_source is None:
+            return
+        if not self._undo_ready:
+            self._undo_ready = True
+            try:
+                self._undo = core.undo_value_layers(self.image_source.chain)
+            except Exception as error:  # shown in the layer's units instead
+                self._undo = None
+                self.logger._warn(
+                    "undo_layers",
+                    f"could not read the preprocessing layers' parameters ({error}); "
+                    f"pictures are shown in {self.image_source.name}'s output units",
+                )
+        layout.undo = self._undo
 
     def check_supported(self) -> None:
         """Raises Unsupported for setups this backend cannot capture from."""
@@ -74,6 +150,12 @@ class Adapter:
         logger's fit() (see `wrap_function`).
         """
         model = self.model
+        if "source_call" in self._installed:
+            layer, previous = self._installed.pop("source_call")
+            if previous is None:
+                layer.__dict__.pop("call", None)
+            else:
+                layer.call = previous
         for name in ("train_step", "test_step", "compute_metrics"):
             if name not in self._installed:
                 continue
@@ -96,11 +178,13 @@ class Adapter:
             if len(state) != state_arguments or not self.wants_capture(mode, x):
                 return original_step(*state, data)
             self._seen.clear()
+            self._stash.clear()
             try:
                 result = original_step(*state, data)
                 seen = dict(self._seen)
             finally:
                 self._seen.clear()
+                self._stash.clear()
             if "y_pred" not in seen:
                 # A custom step that never called compute_metrics.
                 seen = {"y": y, "y_pred": None}
@@ -109,6 +193,17 @@ class Adapter:
                     "the model's train_step does not call compute_metrics(x, y, "
                     "y_pred); predictions and loss are not logged",
                 )
+            if self.image_source is not None:
+                if seen.get("image") is None:
+                    self.logger._disable(
+                        mode,
+                        f"the layer {self.image_source.name!r} was not called in the "
+                        f"model's step; pass image_layer= naming the layer whose "
+                        f"output to show, or image_layer=False to show x",
+                    )
+                    return result
+                # The picture as the next layer received it, beside x's metadata.
+                metadata = {**metadata, core.SOURCE_IMAGE: seen["image"]}
             try:
                 return self._capture(
                     mode, x, metadata, seen["y"], seen["y_pred"], result

@@ -18,7 +18,7 @@ import jax
 import keras
 import numpy as np
 
-from tb_batch_images.backends.base import Unsupported
+from tb_batch_images.backends.base import STASHED_IMAGE, STASHED_Y_PRED, Unsupported
 from tb_batch_images.backends.logs import LogsAdapter
 
 
@@ -58,8 +58,43 @@ class JaxAdapter(LogsAdapter):
 
         model._make_function = per_step_make_function
         self._modes_running: tuple[str, ...] = ()
+        if self.image_source is not None:
+            self._image_through_aux()
+
+    def _image_through_aux(self) -> None:
+        """Brings the source layer's output out of `jax.value_and_grad`.
+
+        The forward pass runs inside the differentiated `compute_loss_and_updates`;
+        a tensor stashed there is a tracer of that inner trace and cannot be used
+        after it. Its official exit is the aux output: the stashed output travels in
+        y_pred (a dict that `compute_metrics`, wrapped in `Adapter.install`, unpacks
+        before Keras's own `compute_metrics` sees y_pred).
+        """
+        model, stash = self.model, self._stash
+        self._installed["compute_loss_and_updates"] = model.__dict__.get(
+            "compute_loss_and_updates"
+        )
+        original = model.compute_loss_and_updates
+
+        def compute_loss_and_updates(*args, **kwargs):
+            stash.pop("image", None)
+            loss, aux = original(*args, **kwargs)
+            image = stash.pop("image", None)
+            if image is None:
+                return loss, aux
+            unscaled_loss, y_pred, *rest = aux
+            y_pred = {STASHED_Y_PRED: y_pred, STASHED_IMAGE: image}
+            return loss, (unscaled_loss, y_pred, *rest)
+
+        model.compute_loss_and_updates = compute_loss_and_updates
 
     def uninstall(self) -> None:
+        if "compute_loss_and_updates" in self._installed:
+            previous = self._installed.pop("compute_loss_and_updates")
+            if previous is None:
+                self.model.__dict__.pop("compute_loss_and_updates", None)
+            else:
+                self.model.compute_loss_and_updates = previous
         if "_make_function" in self._installed:
             previous = self._installed.pop("_make_function")
             if previous is None:

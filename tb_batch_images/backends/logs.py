@@ -62,16 +62,15 @@ class LogsAdapter(Adapter):
     def _capture(self, mode, x, metadata, y, y_pred, result):
         selector = self._selectors.get(mode)
         if selector is None:
-            selector = self._selectors[mode] = self._new_selector(x)
-        arrays = self.place(
-            selector.select(core.select_image(x, selector.layout), metadata, y, y_pred)
-        )
+            selector = self._selectors[mode] = self._new_selector(x, metadata)
+        image = core.select_image(x, selector.layout, metadata)
+        arrays = self.place(selector.select(image, metadata, y, y_pred))
         logs = self.logs_of(result)
         if not isinstance(logs, dict):
             return result
         return self.with_logs(result, {**logs, LOGS_KEYS[mode]: arrays})
 
-    def _new_selector(self, x: Any) -> core.SampleSelector:
+    def _new_selector(self, x: Any, metadata: dict) -> core.SampleSelector:
         logger = self.logger
         if isinstance(x, dict) and fmt.FILENAME_KEY in x:
             # Only an uncompiled step gets this far with strings in the batch.
@@ -88,6 +87,9 @@ class LogsAdapter(Adapter):
             logger.max_image_size,
             keras.config.image_data_format(),
         )
+        layout = self.source_layout(layout, metadata.get(core.SOURCE_IMAGE))
+        if layout is None:
+            raise core.CaptureError("the source layer's output has no shape")
         return core.SampleSelector(
             layout,
             samples=logger.samples_per_batch,

@@ -59,7 +59,8 @@ class TensorFlowAdapter(Adapter):
 
     def _capture(self, mode, x, metadata, y, y_pred, result):
         buffers = self.buffers[mode]
-        buffers.capture(core.select_image(x, buffers.layout), metadata, y, y_pred)
+        image = core.select_image(x, buffers.layout, metadata)
+        buffers.capture(image, metadata, y, y_pred)
         return result
 
     def before_execution(self, mode: str, iterator: Any) -> Any:
@@ -101,6 +102,7 @@ class TensorFlowAdapter(Adapter):
                 logger.max_image_size,
                 keras.config.image_data_format(),
             )
+            layout = self.source_layout(layout, self._source_spec())
         except core.CaptureError as error:
             self.buffers[mode] = None
             logger._disable(mode, str(error))
@@ -120,6 +122,18 @@ class TensorFlowAdapter(Adapter):
                 every_n=every_n,
                 below=below,
             )
+
+    def _source_spec(self) -> Any:
+        """The symbolic output of the source layer (its shape and dtype), or None."""
+        if self.image_source is None:
+            return None
+        try:
+            return self.image_source.layer.output
+        except (AttributeError, ValueError) as error:
+            raise core.CaptureError(
+                f"the output shape of {self.image_source.name!r} is unknown ({error}); "
+                f"pass image_layer= naming another layer, or image_layer=False"
+            ) from None
 
 
 def _array_spec(spec: Any) -> Any:

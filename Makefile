@@ -9,6 +9,7 @@ JAX_SPEC ?= jax[cpu]
 TORCH_SPEC ?= torch==2.13.0+cpu
 # The suites that hold on every Keras backend; `make test` runs them once per backend.
 BACKEND_SUITES ?= tests/test_capture_correspondence.py tests/test_backends.py \
+	tests/test_model_preprocessing.py tests/test_datasets.py \
 	tests/test_bad_inputs.py
 BACKENDS ?= jax torch
 

@@ -162,13 +162,8 @@ def find_image(x_spec: Any, image_key: Any) -> tuple[Any, ArraySpec]:
             index = candidates[0]
         return index, x_spec[index]
     if not _could_be_image(x_spec):
-        described = (
-            x_spec.describe()
-            if isinstance(x_spec, ArraySpec)
-            else type(x_spec).__name__
-        )
         raise CaptureError(
-            f"the input ({described}) is not an image batch; images "
+            f"the input ({_described(x_spec)}) is not an image batch; images "
             f"are [batch, height, width, channels] or [batch, height, width] numbers"
         )
     return None, x_spec
@@ -246,15 +241,15 @@ def check_metadata_specs(x_spec: Any, jit_compile: bool) -> None:
     if sample_id_spec is not None and not (
         isinstance(sample_id_spec, ArraySpec) and sample_id_spec.is_integer
     ):
-        described = (
-            sample_id_spec.describe()
-            if isinstance(sample_id_spec, ArraySpec)
-            else type(sample_id_spec).__name__
-        )
         raise CaptureError(
-            f"x['{fmt.SAMPLE_ID_KEY}'] must hold integers (got {described}); put "
+            f"x['{fmt.SAMPLE_ID_KEY}'] must hold integers "
+            f"(got {_described(sample_id_spec)}); put "
             f"strings in x['{fmt.FILENAME_KEY}']"
         )
+
+
+def _described(spec: Any) -> str:
+    return spec.describe() if isinstance(spec, ArraySpec) else type(spec).__name__
 
 
 def check_sample_weight_spec(sample_weight_spec: Any) -> None:

@@ -268,8 +268,7 @@ def test_the_same_model_without_the_bypass_logs(tmp_path):
     assert record["backend"] == BACKEND
 
 
-@pytest.mark.skipif(BACKEND == "tensorflow", reason="strings travel on TensorFlow")
-def test_string_filenames_off_tensorflow_point_to_sample_id(tmp_path):
+def _fit_with_string_filenames(tmp_path, **compile_kwargs):
     import tensorflow as tf
 
     images = np.zeros((16, 8, 8, 3), np.float32)
@@ -280,40 +279,32 @@ def test_string_filenames_off_tensorflow_point_to_sample_id(tmp_path):
     model = keras.Sequential(
         [keras.Input((8, 8, 3)), keras.layers.Flatten(), keras.layers.Dense(3)]
     )
-    model.compile("adam", "sparse_categorical_crossentropy")
+    model.compile("adam", "sparse_categorical_crossentropy", **compile_kwargs)
+    model.fit(
+        data,
+        epochs=1,
+        verbose=0,
+        callbacks=[BatchImageLogger(str(tmp_path), every_n_steps=1)],
+    )
+
+
+@pytest.mark.skipif(BACKEND == "tensorflow", reason="strings travel on TensorFlow")
+def test_string_filenames_off_tensorflow_point_to_sample_id(tmp_path):
     with pytest.raises(Exception) as raised:
-        model.fit(
-            data, epochs=1, verbose=0, callbacks=[BatchImageLogger(str(tmp_path))]
-        )
+        _fit_with_string_filenames(tmp_path)
     notes = "\n".join(getattr(raised.value, "__notes__", []))
     assert "sample_id" in notes and "filenames=" in notes, (raised.value, notes)
 
 
 @pytest.mark.skipif(BACKEND == "tensorflow", reason="strings travel on TensorFlow")
 def test_string_filenames_in_an_eager_step_warn_and_pictures_are_still_logged(tmp_path):
-    """Uncompiled, Keras lets the strings through to the step; the logger cannot
-    carry them off TensorFlow, says so once, and logs the pictures."""
-    import tensorflow as tf
-
-    images = np.zeros((16, 8, 8, 3), np.float32)
-    names = [rig.filename_of(i) for i in range(16)]
-    data = tf.data.Dataset.from_tensor_slices(
-        ({"image": images, "filename": names}, np.zeros(16, np.int64))
-    ).batch(8)
-    model = keras.Sequential(
-        [keras.Input((8, 8, 3)), keras.layers.Flatten(), keras.layers.Dense(3)]
-    )
-    model.compile("adam", "sparse_categorical_crossentropy", jit_compile=False)
+    """Uncompiled, Keras may let the strings through to the step (JAX); the logger
+    cannot carry them off TensorFlow, says so once, and logs the pictures."""
     refused = None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            model.fit(
-                data,
-                epochs=1,
-                verbose=0,
-                callbacks=[BatchImageLogger(str(tmp_path), every_n_steps=1)],
-            )
+            _fit_with_string_filenames(tmp_path, jit_compile=False)
         except ValueError as error:  # Keras refused the strings itself (torch)
             refused = error
     if refused is not None:  # then the logger's note says what to do

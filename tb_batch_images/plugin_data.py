@@ -146,7 +146,8 @@ def step_info_from_record(ref: StepRef, data: bytes) -> StepInfo:
         return StepInfo(ref=ref, error=checked.error)
     record = checked.record
     if checked.changed:
-        data = json.dumps(record, ensure_ascii=False, allow_nan=False).encode("utf-8")
+        # ASCII escapes: a lone surrogate (valid JSON, not UTF-8) stays encodable.
+        data = json.dumps(record, allow_nan=False).encode("ascii")
     samples = record["samples"]
     warnings = checked.warnings
     images = max(len(ref.blob_keys) - 1, 0)

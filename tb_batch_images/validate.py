@@ -169,6 +169,9 @@ class _Number(_Check):
             clamped = min(max(number, self.low), self.high)
             report.add(path, f"{_number(value)} is out of range; clamped to {clamped}")
             return clamped
+        if isinstance(value, int) and abs(value) > MAX_SAFE_INTEGER:
+            report.changed = True  # as JavaScript reads it
+            return number
         return value
 
 

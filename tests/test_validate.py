@@ -168,7 +168,10 @@ def _at(record: Any, place: tuple[Any, ...]) -> Any:
 @pytest.mark.parametrize(
     "title, place, make, check, field, kind",
     _WRONG_TYPES,
-    ids=[f"{_path(p, f)}={k}" for _, p, _, _, f, k in _WRONG_TYPES],
+    ids=[
+        ("status:" if t.startswith("Status") else "") + f"{_path(p, f)}={k}"
+        for t, p, _, _, f, k in _WRONG_TYPES
+    ],
 )
 def test_a_field_of_a_type_its_row_does_not_accept_is_dropped_with_a_warning(
     title, place, make, check, field, kind

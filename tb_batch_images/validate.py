@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import sys
 from typing import Any
 
 from tb_batch_images import format as fmt
@@ -43,6 +44,9 @@ MAX_WALL_TIME = 1e11  # seconds since the epoch, year ~5100
 MAX_WARNINGS = 20  # lines of `warnings` per record; then one "and N more"
 
 _DROP = object()  # a check's answer for "leave this field out"
+
+# Where a value is: "" (the record), or (where its container is, its key or index).
+Path = str | tuple[Any, str | int]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,14 +72,14 @@ class _Report:
         self.more = 0
         self.changed = False
 
-    def add(self, path: str, problem: str) -> None:
+    def add(self, path: Path, problem: str) -> None:
         self.changed = True
         if len(self.lines) < MAX_WARNINGS:
-            self.lines.append(f"{path}: {problem}")
+            self.lines.append(f"{_path_text(path)}: {problem}")
         else:
             self.more += 1
 
-    def wrong_type(self, path: str, expected: str, value: Any) -> None:
+    def wrong_type(self, path: Path, expected: str, value: Any) -> None:
         self.add(path, f"expected {expected}, got {_kind(value)}; dropped")
 
     def warnings(self) -> tuple[str, ...]:
@@ -96,7 +100,7 @@ class _Check:
         """Whether the value has this check's JSON kind (null aside)."""
         raise NotImplementedError
 
-    def check(self, value: Any, path: str, report: _Report) -> Any:
+    def check(self, value: Any, path: Path, report: _Report) -> Any:
         if value is None:
             if self.nullable:
                 return None
@@ -107,7 +111,7 @@ class _Check:
             return _DROP
         return self.check_value(value, path, report)
 
-    def check_value(self, value: Any, path: str, report: _Report) -> Any:
+    def check_value(self, value: Any, path: Path, report: _Report) -> Any:
         return value
 
     def describe(self) -> str:
@@ -129,7 +133,12 @@ class _Int(_Check):
     def matches(self, value: Any) -> bool:
         return isinstance(value, int) and not isinstance(value, bool)
 
-    def check_value(self, value: int, path: str, report: _Report) -> int:
+    def check(self, value: Any, path: Path, report: _Report) -> Any:
+        if type(value) is int and self.low <= value <= self.high:
+            return value  # the common case, first: records are checked in bulk
+        return super().check(value, path, report)
+
+    def check_value(self, value: int, path: Path, report: _Report) -> int:
         if value < self.low or value > self.high:
             clamped = min(max(value, self.low), self.high)
             report.add(path, f"{_number(value)} is out of range; clamped to {clamped}")
@@ -145,8 +154,8 @@ class _Number(_Check):
 
     def __init__(
         self,
-        low: float = -math.inf,
-        high: float = math.inf,
+        low: float = -sys.float_info.max,
+        high: float = sys.float_info.max,
         nullable: bool = False,
     ):
         self.low, self.high, self.nullable = low, high, nullable
@@ -154,7 +163,15 @@ class _Number(_Check):
     def matches(self, value: Any) -> bool:
         return isinstance(value, int | float) and not isinstance(value, bool)
 
-    def check_value(self, value: float, path: str, report: _Report) -> Any:
+    def check(self, value: Any, path: Path, report: _Report) -> Any:
+        # The common case, first (NaN and +-Infinity fail the comparison).
+        if type(value) is float and self.low <= value <= self.high:
+            return value
+        if value is None and self.nullable:
+            return None
+        return super().check(value, path, report)
+
+    def check_value(self, value: float, path: Path, report: _Report) -> Any:
         try:
             number = float(value)
         except OverflowError:  # an integer beyond any float
@@ -185,6 +202,11 @@ class _Bool(_Check):
     def matches(self, value: Any) -> bool:
         return isinstance(value, bool)
 
+    def check(self, value: Any, path: Path, report: _Report) -> Any:
+        if type(value) is bool:
+            return value
+        return super().check(value, path, report)
+
 
 class _Text(_Check):
     expected = "a string"
@@ -201,7 +223,18 @@ class _Text(_Check):
     def matches(self, value: Any) -> bool:
         return isinstance(value, str)
 
-    def check_value(self, value: str, path: str, report: _Report) -> Any:
+    def check(self, value: Any, path: Path, report: _Report) -> Any:
+        if (
+            type(value) is str
+            and len(value) <= self.max_chars
+            and (self.choices is None or value in self.choices)
+        ):
+            return value
+        if value is None and self.nullable:
+            return None
+        return super().check(value, path, report)
+
+    def check_value(self, value: str, path: Path, report: _Report) -> Any:
         if self.choices is not None and value not in self.choices:
             choices = ", ".join(self.choices)
             report.add(path, f"not one of {choices}; dropped")
@@ -242,7 +275,7 @@ class _List(_Check):
         items = self.item.plural + (" (or nulls)" if self.item.nullable else "")
         return f"a list of {items}" + (" or null" if self.nullable else "")
 
-    def check_value(self, value: list, path: str, report: _Report) -> Any:
+    def check_value(self, value: list, path: Path, report: _Report) -> Any:
         if self.length is not None and len(value) != self.length:
             report.add(path, f"{len(value)} items, not {self.length}; dropped")
             return _DROP
@@ -251,14 +284,14 @@ class _List(_Check):
             value = value[: self.max_items]
         kept = []
         for index, item in enumerate(value):
-            item_path = f"{path}[{index}]"
+            item_path = (path, index)
             if not self.keep_good_items and not (
                 (item is None and self.item.nullable) or self.item.matches(item)
             ):
                 report.add(
                     item_path,
                     f"expected {self.item.describe()}, got {_kind(item)}; "
-                    f"{_short_path(path)} dropped",
+                    f"{_path_text(path)} dropped",
                 )
                 return _DROP
             checked = self.item.check(item, item_path, report)
@@ -285,7 +318,7 @@ class _Either(_Check):
         kinds = " or ".join(choice.describe() for choice in self.choices)
         return kinds + (" or null" if self.nullable else "")
 
-    def check_value(self, value: Any, path: str, report: _Report) -> Any:
+    def check_value(self, value: Any, path: Path, report: _Report) -> Any:
         choice = next(choice for choice in self.choices if choice.matches(value))
         return choice.check(value, path, report)
 
@@ -298,12 +331,12 @@ class _Counts(_Check):
     def matches(self, value: Any) -> bool:
         return isinstance(value, dict)
 
-    def check_value(self, value: dict, path: str, report: _Report) -> dict:
+    def check_value(self, value: dict, path: Path, report: _Report) -> dict:
         counts = {}
         count_check = _Int()
         for name, count in list(value.items())[:MAX_COUNTERS]:
             key = name[:64]
-            checked = count_check.check(count, f"{path}.{key}", report)
+            checked = count_check.check(count, (path, key), report)
             if checked is not _DROP:
                 counts[key] = checked
         if len(value) > MAX_COUNTERS:
@@ -329,13 +362,13 @@ class _Object(_Check):
     def matches(self, value: Any) -> bool:
         return isinstance(value, dict)
 
-    def check_value(self, value: dict, path: str, report: _Report) -> dict:
+    def check_value(self, value: dict, path: Path, report: _Report) -> dict:
         checked = {}
         for name, field_value in value.items():
-            field_path = f"{path}.{name}" if path else name
+            field_path = (path, name)  # formatted only for a warning
             check = self.fields.get(name)
             if check is None:
-                report.add(_short_path(field_path), "unknown field; dropped")
+                report.add(field_path, "unknown field; dropped")
                 continue
             result = check.check(field_value, field_path, report)
             if result is not _DROP:
@@ -359,13 +392,13 @@ class _Samples(_Check):
     def matches(self, value: Any) -> bool:
         return isinstance(value, list)
 
-    def check_value(self, value: list, path: str, report: _Report) -> list:
+    def check_value(self, value: list, path: Path, report: _Report) -> list:
         if len(value) > MAX_SAMPLES:
             report.add(path, f"{len(value)} items; cut to the first {MAX_SAMPLES}")
             value = value[:MAX_SAMPLES]
         samples = []
         for index, sample in enumerate(value):
-            sample_path = f"{path}[{index}]"
+            sample_path = (path, index)
             if not isinstance(sample, dict):
                 report.add(
                     sample_path,
@@ -565,5 +598,13 @@ def _number(value: int | float) -> str:
     return repr(value)
 
 
-def _short_path(path: str) -> str:
-    return path if len(path) <= 120 else path[:117] + "..."
+def _path_text(path: Path) -> str:
+    """`samples[3].flags` for ((("", "samples"), 3), "flags"), cut to 120 characters."""
+    keys: list[str | int] = []
+    while path:
+        path, key = path
+        keys.append(key)
+    text = "".join(
+        f"[{key}]" if isinstance(key, int) else f".{key}" for key in reversed(keys)
+    ).lstrip(".")
+    return text if len(text) <= 120 else text[:117] + "..."

@@ -33,7 +33,12 @@ setup(
         # Other Keras 3 backends (the TensorFlow backend needs nothing more).
         "jax": ["jax[cpu]>=0.4.30"],
         "torch": ["torch>=2.3"],
-        "test": ["pytest>=8", "pytest-timeout>=2.3", "playwright>=1.45"],
+        "test": [
+            "pytest>=8",
+            "pytest-timeout>=2.3",
+            "playwright>=1.45",
+            "hypothesis>=6.100",
+        ],
         "dev": ["ruff>=0.6", "pytest>=8", "pytest-timeout>=2.3", "playwright>=1.45"],
     },
     entry_points={

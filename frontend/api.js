@@ -1,5 +1,8 @@
-// The plugin's HTTP API (docs/api.md). The only module that fetches.
+// The plugin's HTTP API (docs/api.md). The only module that fetches; every answer's
+// shape is checked by answers.js before it is returned.
 // URLs are relative to the iframe page's <base href="plugin/batch_images/">.
+
+import { checkBatch, checkHistory, checkRuns, checkStepsPage } from "./answers.js";
 
 export class ApiError extends Error {
   constructor(message, status, route) {
@@ -48,8 +51,7 @@ async function getJson(route, params) {
 
 /** Every run with batch images: [Run]. */
 export async function fetchRuns() {
-  const answer = await getJson("runs");
-  return Array.isArray(answer.runs) ? answer.runs : [];
+  return checkRuns(await getJson("runs"));
 }
 
 const STEPS_PAGE = 10000;
@@ -63,10 +65,9 @@ function tagParam(tag) {
 export async function fetchSteps(run, tag) {
   const steps = [];
   for (let offset = 0; ; offset += STEPS_PAGE) {
-    const page = await getJson("steps", { run, tag: tagParam(tag), offset, limit: STEPS_PAGE });
-    const items = Array.isArray(page.steps) ? page.steps : [];
-    steps.push(...items);
-    if (!items.length || steps.length >= (page.total ?? 0)) break;
+    const page = checkStepsPage(await getJson("steps", { run, tag: tagParam(tag), offset, limit: STEPS_PAGE }));
+    steps.push(...page.steps);
+    if (!page.received || offset + page.received >= page.total) break;
   }
   return steps;
 }
@@ -84,14 +85,9 @@ export function fetchBatch(run, step, tag) {
     batchCache.set(key, cached);
     return cached;
   }
-  const pending = getJson("samples", { run, step, tag: tagParam(tag) }).then((batch) => {
-    // A sample's identity is its index in the record: positions repeat in the
-    // merged record of several validation batches (docs/format.md).
-    (batch.samples || []).forEach((sample, index) => {
-      sample.index = index;
-    });
-    return batch;
-  });
+  // A sample's identity is its index in the record (`index`): positions repeat in the
+  // merged record of several validation batches (docs/format.md).
+  const pending = getJson("samples", { run, step, tag: tagParam(tag) }).then((batch) => checkBatch(batch, run, step));
   pending.catch(() => batchCache.delete(key));
   batchCache.set(key, pending);
   while (batchCache.size > BATCH_CACHE_SIZE) batchCache.delete(batchCache.keys().next().value);
@@ -111,9 +107,7 @@ export async function fetchHistory({ filename, sampleId, runs }) {
     filename !== undefined && filename !== null ? { filename } : { sample_id: sampleId };
   if (runs && runs.length) params.runs = runs.join(",");
   params.limit = HISTORY_LIMIT;
-  const answer = await getJson("history", params);
-  const appearances = Array.isArray(answer.appearances) ? answer.appearances : [];
-  return { appearances, total: Number.isInteger(answer.total) ? answer.total : appearances.length };
+  return checkHistory(await getJson("history", params));
 }
 
 /** The URL of a logged image (for <img src>). */

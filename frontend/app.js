@@ -158,14 +158,24 @@ export class GalleryApp {
   // -- rendering ------------------------------------------------------------------
 
   /** Redraws from the state; `quiet` (TensorBoard's reload) shows no loading state. */
-  async update({ historyChanged = false, quiet = false } = {}) {
+  async update(options = {}) {
+    try {
+      await this.render(options);
+    } catch (error) {
+      // A bug, not a bad answer (answers.js checked those): say so, and stay usable.
+      console.error(error);
+      this.showError("The gallery could not show this view", error);
+    }
+  }
+
+  async render({ historyChanged = false, quiet = false } = {}) {
     if (!this.groups.size) return;
     const token = ++this.renderToken;
     this.normalize();
     const state = this.state;
     const columns = state.runs.map((name) => {
       const run = this.groups.get(name).modes[state.mode] || null;
-      return { group: name, mode: state.mode, run: run ? run.run : null, tag: run ? run.tag : null, info: run, step: null, batch: null, samples: [], error: null };
+      return { group: name, mode: state.mode, run: run ? run.run : null, tag: run ? run.tag : null, info: run, step: null, batch: null, samples: [], error: null, broken: null };
     });
     this.renderNotices(columns);
 
@@ -217,7 +227,7 @@ export class GalleryApp {
         if (!column.run || column.step === null || column.error) return;
         try {
           const batch = await api.fetchBatch(column.run, column.step, column.tag);
-          if (batch.error) column.error = `Step ${column.step} of ${column.run} could not be read: ${batch.error}`;
+          if (batch.error) column.broken = batch.error; // a broken step: its record is unusable
           else column.batch = batch;
         } catch (error) {
           column.error = `Could not load step ${column.step} of ${column.run}: ${error.message}`;
@@ -264,7 +274,7 @@ export class GalleryApp {
     // TensorBoard's reload redraws nothing when nothing changed (no lost clicks).
     const signature = JSON.stringify([
       this.view.target,
-      columns.map((column) => [column.group, column.run, column.step, column.error, column.batch && column.batch.wall_time, column.samples.map((sample) => sample.index)]),
+      columns.map((column) => [column.group, column.run, column.step, column.error, column.broken, column.batch && column.batch.wall_time, column.samples.map((sample) => sample.index)]),
     ]);
     if (signature === this.mainSignature && this.main.querySelector(".columns")) {
       this.markReady();

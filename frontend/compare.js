@@ -23,12 +23,20 @@ function columnHeader(column, targetStep) {
 
 /**
  * One column.
- * column: {group, run, step, batch, samples, error, loading}
+ * column: {group, run, step, batch, samples, error, broken (a broken step's error)}
  */
 export function renderColumn(column, targetStep, handlers) {
   let body;
   if (column.error) {
     body = h("div", { className: "state-box small error" }, h("p", { text: column.error }));
+  } else if (column.broken !== null && column.broken !== undefined) {
+    body = h(
+      "div",
+      { className: "state-box small error broken-step", dataset: { kind: "broken-step", step: String(column.step) } },
+      h("h3", { text: `Step ${column.step} cannot be shown` }),
+      h("p", { className: "error-message", text: `Its record in ${column.run} could not be used: ${column.broken}` }),
+      h("p", { text: "Other steps and runs are not affected: step with ← / → or type another step." }),
+    );
   } else if (!column.run) {
     body = h("div", { className: "state-box small" }, h("p", { text: `No ${column.mode} batches in this run.` }));
   } else if (column.step === null) {

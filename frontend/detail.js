@@ -66,7 +66,7 @@ export function renderDetail({ sample, batch, group, index, count, onPrev, onNex
   const title = sample.filename ?? `sample ${sample.position}`;
   const sampleFields = [
     row("position", String(sample.position), "position"),
-    sample.batch !== undefined && sample.batch !== batch.batch ? row("from batch", String(sample.batch), "sample_batch") : null,
+    sample.batch !== null && sample.batch !== undefined && sample.batch !== batch.batch ? row("from batch", String(sample.batch), "sample_batch") : null,
     row("sample id", formatValue(sample.sample_id), "sample_id"),
     row("filename", formatValue(sample.filename), "filename"),
     row("label", formatClass(sample.label, null), "label"),
@@ -100,10 +100,10 @@ export function renderDetail({ sample, batch, group, index, count, onPrev, onNex
     row("run", formatValue(batch.run), "run"),
     row("mode", formatValue(batch.mode), "mode"),
     row("step", String(batch.step), "step"),
-    row("epoch", String(batch.epoch), "epoch"),
-    row("batch", String(batch.batch), "batch"),
+    row("epoch", formatValue(batch.epoch), "epoch"),
+    row("batch", formatValue(batch.batch), "batch"),
     row("wall time", formatWallTime(batch.wall_time), "wall_time"),
-    row("samples", `${batch.samples_logged} of ${batch.batch_size}`, "samples"),
+    row("samples", `${formatValue(batch.samples_logged)} of ${formatValue(batch.batch_size)}`, "samples"),
     row("selection", formatValue(batch.selection), "selection"),
     row("replica", `${formatValue(batch.replica)} of ${formatValue(batch.num_replicas)}`, "replica"),
     row("task", formatValue(batch.task), "task"),
@@ -147,7 +147,7 @@ export function renderDetail({ sample, batch, group, index, count, onPrev, onNex
         h("h2", { className: "detail-filename", text: title, title }),
         h("div", {
           className: "detail-subtitle",
-          text: `${group} · ${batch.mode} · step ${batch.step} · epoch ${batch.epoch} · batch ${batch.batch} · #${sample.position}`,
+          text: `${group} · ${formatValue(batch.mode)} · step ${batch.step} · epoch ${formatValue(batch.epoch)} · batch ${formatValue(batch.batch)} · #${sample.position}`,
         }),
       ),
       h(

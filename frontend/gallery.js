@@ -7,6 +7,7 @@ import {
   formatClass,
   formatNumber,
   formatPercent,
+  formatValue,
   formatWallTime,
   plural,
   shortenFilename,
@@ -179,8 +180,8 @@ export function renderBatchHeader(batch, shownCount) {
       "div",
       { className: "facts" },
       fact("step", "step", String(batch.step)),
-      fact("epoch", "epoch", String(batch.epoch)),
-      fact("batch", "batch", String(batch.batch)),
+      fact("epoch", "epoch", formatValue(batch.epoch)),
+      fact("batch", "batch", formatValue(batch.batch)),
       fact("wall_time", "", formatWallTime(batch.wall_time)),
       fact("samples", "", `${batch.samples_logged ?? total} of ${plural(batch.batch_size ?? total, "sample")}`),
     ),
@@ -195,7 +196,19 @@ export function renderBatchHeader(batch, shownCount) {
   );
 }
 
-/** A batch: header and grid (or a note when the filters leave nothing). */
+/** What the validator dropped or repaired in this step's record (docs/format.md). */
+export function renderRecordWarnings(batch) {
+  const warnings = batch.warnings || [];
+  if (!warnings.length) return null;
+  return h(
+    "div",
+    { className: "notice warn record-warnings", dataset: { kind: "record-warnings", step: String(batch.step) } },
+    h("strong", { text: `Step ${batch.step}: parts of its record could not be used and are left out or repaired.` }),
+    h("ul", {}, warnings.map((warning) => h("li", { text: warning }))),
+  );
+}
+
+/** A batch: header, what its record lacked, and grid (or a note when the filters leave nothing). */
 export function renderBatch({ batch, samples, onOpen, onHistory, onClearFilters }) {
   // A merged validation record holds samples of several batches (docs/format.md).
   const merged = new Set((batch.samples || []).map((sample) => sample.batch ?? batch.batch)).size > 1;
@@ -208,6 +221,7 @@ export function renderBatch({ batch, samples, onOpen, onHistory, onClearFilters 
     "section",
     { className: "batch", dataset: { run: batch.run, step: String(batch.step) } },
     renderBatchHeader(batch, samples.length),
+    renderRecordWarnings(batch),
     samples.length
       ? grid
       : h(

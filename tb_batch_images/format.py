@@ -88,7 +88,10 @@ def encode_record(record: dict[str, Any]) -> bytes:
 
 
 def decode_record(data: bytes) -> dict[str, Any]:
-    """Parses element 0 of a logged tensor. Raises ValueError on bad data."""
+    """Parses element 0 of a logged tensor, unchecked; raises ValueError on bad data.
+
+    Readers use `tb_batch_images.validate`, which checks the record against the schema.
+    """
     try:
         record = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as error:

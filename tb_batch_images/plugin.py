@@ -286,19 +286,22 @@ def _json(request: wrappers.Request, payload: Any) -> wrappers.Response:
 
 
 def _batch(run: str, tag: str, info: plugin_data.StepInfo) -> dict[str, Any]:
-    """The `Batch` of docs/api.md: the record, with an image key per sample."""
+    """The `Batch` of docs/api.md: the checked record, with an image key per sample."""
     if info.error:
         return {
             "run": run,
             "tag": tag,
             "step": info.ref.step,
             "error": info.error,
+            "warnings": [],
             "samples": [],
         }
     record = info.record()
     images = len(info.ref.blob_keys) - 1
     batch = {key: value for key, value in record.items() if key != "samples"}
-    batch.update(run=run, tag=tag, step=info.ref.step, error=None)
+    batch.update(
+        run=run, tag=tag, step=info.ref.step, error=None, warnings=list(info.warnings)
+    )
     batch["samples"] = [
         {
             **sample,

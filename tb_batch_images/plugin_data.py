@@ -37,6 +37,7 @@ from tensorboard import errors
 from tensorboard.data import provider
 
 from tb_batch_images import format as fmt
+from tb_batch_images import validate
 
 _log = logging.getLogger("tb_batch_images")
 
@@ -83,10 +84,11 @@ class StepRef:
 
 @dataclasses.dataclass(frozen=True)
 class StepInfo:
-    """One decoded batch record: the fields listings need, and the record itself."""
+    """One checked batch record: the fields listings need, and the record itself."""
 
     ref: StepRef
     error: str | None  # why the record could not be read, else None
+    warnings: tuple[str, ...] = ()  # what the validator dropped, clamped or cut
     epoch: int | None = None
     batch: int | None = None
     wall_time: float | None = None  # when the batch was captured
@@ -101,7 +103,7 @@ class StepInfo:
     compressed_record: bytes = b""
 
     def record(self) -> dict[str, Any]:
-        """The whole record, as the logger wrote it."""
+        """The whole record, as `tb_batch_images.validate` left it."""
         return json.loads(zlib.decompress(self.compressed_record))
 
     def summary(self) -> dict[str, Any]:
@@ -134,34 +136,40 @@ class Series:
 
 
 def step_info_from_record(ref: StepRef, data: bytes) -> StepInfo:
-    """Decodes element 0 of a logged step; a bad record gives a StepInfo with `error`."""
-    try:
-        record = fmt.decode_record(data)
-        samples = record.get("samples") or []
-        if not isinstance(samples, list) or not all(
-            isinstance(s, dict) for s in samples
-        ):
-            raise ValueError("not a tb-batch-images record: bad samples")
-        return StepInfo(
-            ref=ref,
-            error=None,
-            epoch=_int_or_none(record.get("epoch")),
-            batch=_int_or_none(record.get("batch")),
-            wall_time=_float_or_none(record.get("wall_time")),
-            sequence=_int_or_none(record.get("sequence")),
-            batch_size=_int_or_none(record.get("batch_size")),
-            samples_logged=len(samples),
-            mode=record.get("mode") if isinstance(record.get("mode"), str) else None,
-            mime_type=fmt.image_mime_type(record),
-            dropped=record.get("dropped")
-            if isinstance(record.get("dropped"), dict)
-            else None,
-            filenames=tuple(_interned(s.get("filename")) for s in samples),
-            sample_ids=tuple(_int_or_none(s.get("sample_id")) for s in samples),
-            compressed_record=zlib.compress(data, 1),
-        )
-    except ValueError as error:
-        return StepInfo(ref=ref, error=str(error))
+    """Checks element 0 of a logged step (`tb_batch_images.validate`).
+
+    A record that cannot be used gives a StepInfo with `error`; one that can is kept
+    as the validator left it, with its `warnings`.
+    """
+    checked = validate.check_batch_record(data)
+    if checked.record is None:
+        return StepInfo(ref=ref, error=checked.error)
+    record = checked.record
+    if checked.changed:
+        # ASCII escapes: a lone surrogate (valid JSON, not UTF-8) stays encodable.
+        data = json.dumps(record, allow_nan=False).encode("ascii")
+    samples = record["samples"]
+    warnings = checked.warnings
+    images = max(len(ref.blob_keys) - 1, 0)
+    if len(samples) > images:
+        warnings += (f"{len(samples)} samples but {images} images: some have none",)
+    return StepInfo(
+        ref=ref,
+        error=None,
+        warnings=warnings,
+        epoch=record.get("epoch"),
+        batch=record.get("batch"),
+        wall_time=_float_or_none(record.get("wall_time")),
+        sequence=record.get("sequence"),
+        batch_size=record.get("batch_size"),
+        samples_logged=len(samples),
+        mode=record.get("mode"),
+        mime_type=fmt.image_mime_type(record),
+        dropped=record.get("dropped"),
+        filenames=tuple(_interned(s.get("filename")) for s in samples),
+        sample_ids=tuple(s.get("sample_id") for s in samples),
+        compressed_record=zlib.compress(data, 1),
+    )
 
 
 class _ByteBoundedLru:
@@ -419,14 +427,18 @@ class BatchImagesData:
         if cached is not None:
             return cached
         try:
-            record = fmt.decode_record(
+            checked = validate.check_status_record(
                 self._provider.read_blob(ctx, blob_key=ref.blob_keys[0])
             )
-        except (ValueError, IndexError, errors.NotFoundError) as error:
-            _log.warning("unreadable status record in run %r: %s", series.run, error)
+        except (IndexError, errors.NotFoundError) as error:
+            checked = validate.Checked(record=None, error=str(error))
+        if checked.record is None:
+            _log.warning(
+                "unreadable status record in run %r: %s", series.run, checked.error
+            )
             return None
-        self._records.put(key, record, 1024)
-        return record
+        self._records.put(key, checked.record, 1024)
+        return checked.record
 
     # -- history --------------------------------------------------------------
     def history(
@@ -557,10 +569,6 @@ def _kind(metadatum: Any) -> str:
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _int_or_none(value: Any) -> int | None:
-    return value if _is_int(value) else None
 
 
 def _float_or_none(value: Any) -> float | None:

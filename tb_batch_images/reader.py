@@ -1,7 +1,9 @@
 """`read_batches`: the logged batches of every run under a log directory.
 
 Reads through TensorBoard's own event-file loading (the event multiplexer), so it
-works on any `tf.io.gfile` path that TensorBoard can read.
+works on any `tf.io.gfile` path that TensorBoard can read. Every record is checked by
+`tb_batch_images.validate`, as the plugin checks it: a step whose record cannot be used
+comes back with `error` set and no samples, rather than raising.
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ from tensorboard.backend.event_processing import plugin_event_multiplexer
 from tensorboard.util import tensor_util
 
 from tb_batch_images import format as fmt
+from tb_batch_images import validate
 
 
 @dataclasses.dataclass
 class LoggedSample:
-    """One sample of a logged batch. `record` holds every field of docs/format.md."""
+    """One sample of a logged batch. `record` holds its checked fields (docs/format.md)."""
 
     position: int
     sample_id: int | None
@@ -35,23 +38,30 @@ class LoggedSample:
     top_k: list[dict[str, Any]]
     loss: float | None
     flags: list[str]
-    image: np.ndarray  # uint8 [height, width, channels]
+    image: np.ndarray | None  # uint8 [height, width, channels]; None if undecodable
     record: dict[str, Any]
 
 
 @dataclasses.dataclass
 class LoggedBatch:
-    """One logged step of one run."""
+    """One logged step of one run.
+
+    `error` is None, or why the step's record cannot be used (then `samples` is empty
+    and the other fields are defaults). `warnings` says what the validator dropped,
+    clamped or cut (docs/format.md, "Validation").
+    """
 
     run: str
     mode: str
     step: int
-    epoch: int
-    batch: int
+    epoch: int | None
+    batch: int | None
     wall_time: float
     batch_size: int
     samples: list[LoggedSample]
     record: dict[str, Any]
+    error: str | None = None
+    warnings: list[str] = dataclasses.field(default_factory=list)
 
 
 def read_batches(logdir: str, run: str | None = None) -> Iterator[LoggedBatch]:
@@ -79,15 +89,45 @@ def read_batches(logdir: str, run: str | None = None) -> Iterator[LoggedBatch]:
 
 
 def _batch(run: str, event: Any) -> LoggedBatch:
-    elements = tensor_util.make_ndarray(event.tensor_proto)
-    record = fmt.decode_record(bytes(elements[0]))
+    try:
+        elements = tensor_util.make_ndarray(event.tensor_proto).reshape(-1)
+    except (ValueError, TypeError) as error:
+        elements, problem = [], f"not a blob sequence ({error})"
+    else:
+        problem = None if len(elements) else "empty value: no record"
+    checked = (
+        validate.check_batch_record(bytes(elements[0]))
+        if problem is None
+        else validate.Checked(record=None, error=problem)
+    )
+    mode = run.rsplit("/", 1)[-1]
+    if checked.record is None:
+        return LoggedBatch(
+            run=run,
+            mode=mode if mode in fmt.MODE_DIRS else "train",
+            step=int(event.step),
+            epoch=None,
+            batch=None,
+            wall_time=event.wall_time,
+            batch_size=0,
+            samples=[],
+            record={},
+            error=checked.error,
+        )
+    record = checked.record
+    warnings = list(checked.warnings)
+    images = [bytes(data) for data in elements[1:]]
+    if len(record["samples"]) > len(images):
+        warnings.append(
+            f"{len(record['samples'])} samples but {len(images)} images: some have none"
+        )
     samples = [
-        _sample(sample, bytes(data))
-        for sample, data in zip(record.get("samples", []), elements[1:], strict=False)
+        _sample(sample, images[index] if index < len(images) else None, warnings)
+        for index, sample in enumerate(record["samples"])
     ]
     return LoggedBatch(
         run=run,
-        mode=record.get("mode", "train"),
+        mode=record.get("mode", mode if mode in fmt.MODE_DIRS else "train"),
         step=int(event.step),
         epoch=record.get("epoch", 0),
         batch=record.get("batch", 0),
@@ -95,12 +135,20 @@ def _batch(run: str, event: Any) -> LoggedBatch:
         batch_size=record.get("batch_size", len(samples)),
         samples=samples,
         record=record,
+        warnings=warnings,
     )
 
 
-def _sample(sample: dict[str, Any], image_bytes: bytes) -> LoggedSample:
-    image = np.asarray(Image.open(io.BytesIO(image_bytes)))
-    if image.ndim == 2:
+def _sample(
+    sample: dict[str, Any], image_bytes: bytes | None, warnings: list[str]
+) -> LoggedSample:
+    image = None
+    if image_bytes is not None:
+        try:
+            image = np.asarray(Image.open(io.BytesIO(image_bytes)))
+        except (OSError, ValueError) as error:  # PIL's UnidentifiedImageError too
+            warnings.append(f"image of sample {sample['position']}: {error}")
+    if image is not None and image.ndim == 2:
         image = image[..., np.newaxis]
     return LoggedSample(
         position=sample.get("position"),

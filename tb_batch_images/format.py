@@ -24,9 +24,28 @@ FORMAT_VERSION = 1
 # logger's own health (what it dropped and why) lives under STATUS_TAG.
 BATCHES_TAG = "batch_images"
 STATUS_TAG = "batch_images_status"
+# Every sample's training dynamics, once per epoch (train run only).
+SAMPLE_STATS_TAG = "batch_images_sample_stats"
 
 KIND_BATCHES = "batches"
 KIND_STATUS = "status"
+KIND_SAMPLE_STATS = "sample_stats"
+SAMPLE_STATS_VERSION = 1
+
+# The columns of a sample-stats value, in order (float32, one row per sample id).
+SAMPLE_STATS_COLUMNS = (
+    "count",
+    "confidence",
+    "variability",
+    "correct",
+    "margin",
+    "forgetting",
+    "last_loss",
+    "last_correct",
+    "label",
+    "predicted_instead",
+    "suspect_score",
+)
 
 # Sub-directories of the user's log_dir, the same as keras.callbacks.TensorBoard.
 MODE_DIRS = {"train": "train", "validation": "validation"}

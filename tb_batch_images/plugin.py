@@ -20,7 +20,7 @@ from tensorboard.plugins import base_plugin
 from werkzeug import wrappers
 
 from tb_batch_images import format as fmt
-from tb_batch_images import plugin_data
+from tb_batch_images import plugin_data, plugin_sample_stats
 from tb_batch_images.plugin_data import BatchImagesData
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
@@ -91,6 +91,7 @@ class BatchImagesPlugin(base_plugin.TBPlugin):
 
     def __init__(self, context: base_plugin.TBContext):
         self._data = BatchImagesData(context.data_provider)
+        self._provider = context.data_provider
         self._frontend = _frontend_files(frontend_dir())
 
     def get_plugin_apps(self) -> dict[str, Callable[..., Any]]:
@@ -100,6 +101,8 @@ class BatchImagesPlugin(base_plugin.TBPlugin):
             "/samples": self._serve_samples,
             "/image": self._serve_image,
             "/history": self._serve_history,
+            "/sample_stats": self._serve_sample_stats,
+            "/sample_stats_runs": self._serve_sample_stats_runs,
             "/index.js": self._serve_index,
             "/static/*": self._serve_static,
         }
@@ -174,6 +177,21 @@ class BatchImagesPlugin(base_plugin.TBPlugin):
         )
         response.headers["Cache-Control"] = _IMMUTABLE
         return response
+
+    @_route
+    def _serve_sample_stats_runs(self, request: wrappers.Request) -> wrappers.Response:
+        ctx, experiment = _context(request)
+        runs = plugin_sample_stats.runs_with_stats(self._provider, ctx, experiment)
+        return _json(request, {"runs": runs})
+
+    @_route
+    def _serve_sample_stats(self, request: wrappers.Request) -> wrappers.Response:
+        ctx, experiment = _context(request)
+        step = _integer(request, "step") if request.args.get("step") else None
+        answer = plugin_sample_stats.sample_stats(
+            self._provider, ctx, experiment, _required(request, "run"), step
+        )
+        return _json(request, answer)
 
     @_route
     def _serve_history(self, request: wrappers.Request) -> wrappers.Response:

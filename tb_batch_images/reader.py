@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -165,4 +166,125 @@ def _sample(
         flags=sample.get("flags", []),
         image=image,
         record=sample,
+    )
+
+
+# Columns that hold whole numbers (read as int; -1 where none).
+_INTEGER_COLUMNS = ("count", "forgetting", "label", "predicted_instead")
+
+
+@dataclasses.dataclass
+class SampleStatsEpoch:
+    """The statistics of every sample of one run after one epoch (docs/format.md).
+
+    `columns` maps each name of `SAMPLE_STATS_COLUMNS` to a float32 array indexed by
+    sample id; `filenames` maps sample ids to filenames when the logger had them.
+    """
+
+    run: str
+    epoch: int
+    step: int
+    num_samples: int
+    class_names: list[str] | None
+    filenames: list[str] | None
+    columns: dict[str, np.ndarray]
+    record: dict[str, Any]
+
+    def suspects(self, k: int = 20) -> list[int]:
+        """The sample ids of the k highest suspect scores, most suspect first."""
+        score = np.nan_to_num(self.columns["suspect_score"], nan=-np.inf)
+        return [int(i) for i in np.argsort(-score, kind="stable")[:k]]
+
+
+class SampleStatsRows(list):
+    """Rows (dicts) per (run, epoch, sample); `.epochs` holds the column arrays."""
+
+    def __init__(self, rows: list[dict[str, Any]], epochs: list[SampleStatsEpoch]):
+        super().__init__(rows)
+        self.epochs = epochs
+
+    def to_pandas(self) -> Any:
+        """A pandas DataFrame of the rows (pandas is an optional dependency)."""
+        try:
+            import pandas
+        except ImportError:
+            raise ImportError("to_pandas() needs pandas: pip install pandas") from None
+        return pandas.DataFrame(list(self))
+
+
+def read_sample_stats(
+    logdir: str, run: str | None = None, include_unseen: bool = False
+) -> SampleStatsRows:
+    """Every sample's training statistics, one row per (run, epoch, sample).
+
+    Each row has `run`, `epoch`, `step`, `sample_id`, `filename` and every column of
+    `SAMPLE_STATS_COLUMNS` (see docs/format.md). Samples never seen in training
+    (count 0) are left out unless `include_unseen=True`.
+    """
+    epochs = list(_sample_stats_epochs(logdir, run))
+    rows: list[dict[str, Any]] = []
+    for table in epochs:
+        count = table.columns["count"]
+        ids = range(table.num_samples) if include_unseen else np.flatnonzero(count)
+        for sample_id in ids:
+            row: dict[str, Any] = {
+                "run": table.run,
+                "epoch": table.epoch,
+                "step": table.step,
+                "sample_id": int(sample_id),
+                "filename": (
+                    table.filenames[sample_id]
+                    if table.filenames and sample_id < len(table.filenames)
+                    else None
+                ),
+            }
+            for name, values in table.columns.items():
+                value = float(values[sample_id])
+                if name in _INTEGER_COLUMNS and np.isfinite(value):
+                    value = int(value)
+                row[name] = value
+            rows.append(row)
+    return SampleStatsRows(rows, epochs)
+
+
+def _sample_stats_epochs(logdir: str, run: str | None) -> Iterator[SampleStatsEpoch]:
+    multiplexer = plugin_event_multiplexer.EventMultiplexer(
+        tensor_size_guidance={fmt.PLUGIN_NAME: 0}
+    )
+    multiplexer.AddRunsFromDirectory(logdir)
+    multiplexer.Reload()
+    runs = multiplexer.PluginRunToTagToContent(fmt.PLUGIN_NAME)
+    for run_name in sorted(runs):
+        if run is not None and run_name != run:
+            continue
+        for tag, content in runs[run_name].items():
+            if fmt.parse_plugin_content(content)["kind"] != fmt.KIND_SAMPLE_STATS:
+                continue
+            events = sorted(multiplexer.Tensors(run_name, tag), key=lambda e: e.step)
+            for event in events:
+                elements = tensor_util.make_ndarray(event.tensor_proto)
+                yield decode_sample_stats(run_name, [bytes(e) for e in elements])
+
+
+def decode_sample_stats(run: str, elements: list[bytes]) -> SampleStatsEpoch:
+    """One sample-stats value (its blob sequence) -> SampleStatsEpoch."""
+    record = fmt.decode_record(elements[0])
+    if record.get("stats_version", 1) > fmt.SAMPLE_STATS_VERSION:
+        raise ValueError(
+            f"sample stats version {record['stats_version']} is newer than this "
+            f"reader ({fmt.SAMPLE_STATS_VERSION}); upgrade tb-batch-images"
+        )
+    names = record["columns"]
+    num_samples = int(record["num_samples"])
+    matrix = np.frombuffer(elements[1], "<f4").reshape(len(names), num_samples)
+    filenames = json.loads(elements[2]) if len(elements) > 2 and elements[2] else None
+    return SampleStatsEpoch(
+        run=run,
+        epoch=int(record.get("epoch", 0)),
+        step=int(record.get("step", 0)),
+        num_samples=num_samples,
+        class_names=record.get("class_names"),
+        filenames=filenames,
+        columns={name: matrix[i] for i, name in enumerate(names)},
+        record=record,
     )

@@ -156,6 +156,12 @@ class BackgroundWriter:
             )
             return False
 
+    def submit_summary(
+        self, mode: str, tag: str, kind: str, step: int, elements: list[bytes]
+    ) -> None:
+        """Queues one ready-made value (e.g. sample statistics); waits for room."""
+        self._put_control(("summary", mode, tag, kind, step, elements))
+
     def count_drop(self, mode: str, reason: str, count: int = 1) -> None:
         with self._lock:
             per_mode = self._dropped.setdefault(mode, _zero_drops())
@@ -204,6 +210,9 @@ class BackgroundWriter:
                 self._write_status(extra)
                 done.set()
                 continue
+            if isinstance(item, tuple) and item and item[0] == "summary":
+                self._write_value(*item[1:])
+                continue
             self._write_batch(item)
 
     def _writer_for(self, mode: str) -> Any:
@@ -246,6 +255,14 @@ class BackgroundWriter:
                 f"could not write to {self._log_dir!r} ({type(error).__name__}: "
                 f"{_first_line(error)}); training goes on without batch images",
             )
+
+    def _write_value(
+        self, mode: str, tag: str, kind: str, step: int, elements: list[bytes]
+    ) -> None:
+        try:
+            write_summary(self._writer_for(mode), tag, kind, step, elements)
+        except Exception as error:
+            self._warn("write", f"could not write {tag} ({_first_line(error)})")
 
     def _write_status(self, extra: dict) -> None:
         extra = dict(extra)

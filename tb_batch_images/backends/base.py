@@ -54,6 +54,9 @@ class Adapter:
         self.image_source: core.ImageSource | None = None
         self._undo_ready = False
         self._undo: Callable | None = None
+        # Set by the logger: per-sample statistics, updated in every train step.
+        self.sample_stats: Any = None
+        self._running: tuple[str, dict] | None = None  # (mode, metadata) in a step
 
     # -- installing ------------------------------------------------------------------
     def install(self) -> None:
@@ -72,6 +75,9 @@ class Adapter:
             if isinstance(y_pred, dict) and STASHED_Y_PRED in y_pred:
                 image, y_pred = y_pred[STASHED_IMAGE], y_pred[STASHED_Y_PRED]
             seen["y"], seen["y_pred"] = y, y_pred
+            running, stats = self._running, self.sample_stats
+            if stats is not None and running is not None and running[0] == "train":
+                stats.update(running[1], y, y_pred)
             if image is not None:
                 seen["image"] = keras.ops.stop_gradient(image)
             return compute_metrics(x, y, y_pred, sample_weight=sample_weight)
@@ -176,11 +182,11 @@ class Adapter:
             data = keras.utils.pack_x_y_sample_weight(model_x, y, sample_weight)
             self.step_ran[mode] = True
             if len(state) != state_arguments or not self.wants_capture(mode, x):
-                return original_step(*state, data)
+                return self._run_step(mode, metadata, original_step, *state, data)
             self._seen.clear()
             self._stash.clear()
             try:
-                result = original_step(*state, data)
+                result = self._run_step(mode, metadata, original_step, *state, data)
                 seen = dict(self._seen)
             finally:
                 self._seen.clear()
@@ -220,6 +226,14 @@ class Adapter:
 
         step._tb_batch_images = True
         return step
+
+    def _run_step(self, mode: str, metadata: dict, original_step: Callable, *args):
+        """Runs the model's step; its compute_metrics sees which mode and ids."""
+        self._running = (mode, metadata)
+        try:
+            return original_step(*args)
+        finally:
+            self._running = None
 
     # -- per backend -----------------------------------------------------------------
     def wants_capture(self, mode: str, x: Any) -> bool:

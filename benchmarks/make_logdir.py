@@ -8,6 +8,12 @@ small pool of pre-encoded PNGs, which keeps generation fast; their bytes are rea
 Usage:
     .venv/bin/python -m benchmarks.make_logdir OUT_DIR --runs 10 --steps 1000 --images 16
 
+`--fast` writes the same summaries (the same SummaryMetadata, rank-1 string tensors,
+records from `format.encode_record`) as Event protos straight into a TFRecord event
+file, without `tf.summary` and its flush per step: ~100x faster, for runs of 100,000
+steps. Checked against the tf.summary path: `read_batches` gives the same records and
+pixels from both.
+
 Runs are `run_000/train`, `run_001/train`, ... Sample ids come from a dataset of
 `--dataset-size` samples (filenames `img_00042.png`), so a sample appears at many steps
 and in every run, as the history route expects.
@@ -18,6 +24,7 @@ from __future__ import annotations
 import argparse
 import io
 import random
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -146,11 +153,17 @@ def write_run(
     write_status: bool = True,
     pool: list[bytes] | None = None,
     seed: int = 0,
+    fast: bool = False,
 ) -> None:
-    """Writes `steps` logged batches (and a final status record) to one run directory."""
+    """Writes `steps` logged batches (and a final status record) to one run directory.
+
+    `fast`: Event protos written straight to the event file (see the module docstring).
+    """
     rng = random.Random(seed)
     pool = pool or png_pool(64, image_size, seed)
-    writer = tf.summary.create_file_writer(str(run_dir), max_queue=1000)
+    writer = _FastEventWriter(run_dir) if fast else None
+    write = writer.write if fast else write_summary
+    writer = writer or tf.summary.create_file_writer(str(run_dir), max_queue=1000)
     try:
         for sequence in range(steps):
             step = first_step + sequence * step_stride
@@ -166,7 +179,7 @@ def write_run(
                 rng=rng,
             )
             images = [pool[sample_id % len(pool)] for sample_id in sample_ids]
-            write_summary(
+            write(
                 writer,
                 fmt.BATCHES_TAG,
                 fmt.KIND_BATCHES,
@@ -175,7 +188,7 @@ def write_run(
             )
         if write_status:
             last_step = first_step + max(steps - 1, 0) * step_stride
-            write_summary(
+            write(
                 writer,
                 fmt.STATUS_TAG,
                 fmt.KIND_STATUS,
@@ -186,6 +199,38 @@ def write_run(
         writer.close()
 
 
+class _FastEventWriter:
+    """Batch summaries as Event protos in one TFRecord event file (no tf.summary)."""
+
+    def __init__(self, run_dir: str | Path):
+        from tensorboard.compat.proto import event_pb2
+
+        self._event_pb2 = event_pb2
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        name = f"events.out.tfevents.{time.time():.0f}.{socket.gethostname()}.fast"
+        self._file = tf.io.TFRecordWriter(str(Path(run_dir) / name))
+        header = event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2")
+        self._file.write(header.SerializeToString())
+
+    def write(self, _writer, tag: str, kind: str, step: int, elements: list[bytes]):
+        from tensorboard.compat.proto import summary_pb2
+        from tensorboard.util import tensor_util
+
+        tensor = tensor_util.make_tensor_proto(
+            np.array(elements, dtype=object), dtype=tf.string.as_datatype_enum
+        )
+        value = summary_pb2.Summary.Value(
+            tag=tag, metadata=fmt.summary_metadata(kind), tensor=tensor
+        )
+        event = self._event_pb2.Event(
+            wall_time=time.time(), step=step, summary=summary_pb2.Summary(value=[value])
+        )
+        self._file.write(event.SerializeToString())
+
+    def close(self) -> None:
+        self._file.close()
+
+
 def make_logdir(
     out_dir: str | Path,
     *,
@@ -194,6 +239,7 @@ def make_logdir(
     images_per_step: int,
     image_size: int = 32,
     dataset_size: int = 2000,
+    fast: bool = False,
 ) -> list[str]:
     """Writes `runs` runs named `run_NNN/train`; returns their directories."""
     pool = png_pool(64, image_size)
@@ -208,6 +254,7 @@ def make_logdir(
             dataset_size=dataset_size,
             pool=pool,
             seed=index,
+            fast=fast,
         )
         run_dirs.append(str(run_dir))
     return run_dirs
@@ -221,6 +268,9 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=16, help="images per step")
     parser.add_argument("--image-size", type=int, default=32, help="pixels per side")
     parser.add_argument("--dataset-size", type=int, default=2000)
+    parser.add_argument(
+        "--fast", action="store_true", help="Event protos without tf.summary"
+    )
     args = parser.parse_args()
     start = time.perf_counter()
     make_logdir(
@@ -230,6 +280,7 @@ def main() -> None:
         images_per_step=args.images,
         image_size=args.image_size,
         dataset_size=args.dataset_size,
+        fast=args.fast,
     )
     print(
         f"wrote {args.runs} runs x {args.steps} steps x {args.images} images "

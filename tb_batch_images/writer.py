@@ -2,10 +2,11 @@
 
 The training thread hands a `CapturedBatch` (numpy copies) to `BackgroundWriter.submit`,
 which never blocks: when the bounded queue is full the batch is dropped and counted. A
-daemon thread, at the lowest CPU priority, turns each batch into its record and encoded
-images (with the `build_elements` function it was given) and writes one summary per
-batch with `tf.summary`, flushing after each so that a killed process loses at most the
-batches not yet written. `flush` (epoch end) and `close` (train end) wait for the queue.
+daemon thread, at the process's normal CPU priority (`WRITER_NICE`), turns each batch
+into its record and encoded images (with the `build_elements` function it was given) and
+writes one summary per batch with `tf.summary`, flushing after each. So a killed process
+loses at most `max_queue + 1` batches: those waiting in the queue and the one being
+encoded. `flush` (epoch end) and `close` (train end) wait for the queue.
 """
 
 from __future__ import annotations
@@ -28,6 +29,12 @@ from tb_batch_images import format as fmt
 _log = logging.getLogger("tb_batch_images")
 
 _STOP = object()
+
+# The writer thread's niceness (Linux, per thread): 0 runs it at the priority training
+# has. It used to be 19 (lowest): on two cores busy with training that starved it and
+# every-batch logging dropped batches (benchmarks/README.md, "A writer that keeps up").
+# The overhead benchmark sets it back with --writer-nice for comparison.
+WRITER_NICE = 0
 
 
 @dataclasses.dataclass
@@ -54,6 +61,9 @@ class CapturedBatch:
     sample_batches: np.ndarray | None = None  # [n] batch of each sample, if several
     devices: np.ndarray | None = None  # [n] device of each sample (keras.distribution)
     processes: np.ndarray | None = None  # [n] process of each sample
+    head_losses: np.ndarray | None = None  # [n, heads] float, several outputs only
+    # [n, 4] int: true height, width, stored height, width (sizes unknown when traced)
+    image_sizes: np.ndarray | None = None
 
 
 def merge_batches(batches: list[CapturedBatch]) -> CapturedBatch:
@@ -77,7 +87,7 @@ def merge_batches(batches: list[CapturedBatch]) -> CapturedBatch:
         first,
         batch_size=sum(b.batch_size for b in batches),
         positions=joined("positions"),
-        images=joined("images"),
+        images=_joined_images([b.images for b in batches]),
         image_stats=joined("image_stats"),
         labels=joined("labels"),
         outputs=joined("outputs"),
@@ -86,11 +96,24 @@ def merge_batches(batches: list[CapturedBatch]) -> CapturedBatch:
         sample_ids=joined("sample_ids"),
         devices=joined("devices"),
         processes=joined("processes"),
+        head_losses=joined("head_losses"),
+        image_sizes=joined("image_sizes"),
         filenames=filenames,
         sample_batches=np.concatenate(
             [np.full(len(b.positions), b.batch) for b in batches]
         ),
     )
+
+
+def _joined_images(images: list[np.ndarray]) -> np.ndarray:
+    """Concatenated; batches of different sizes (`image_sizes` says each) padded."""
+    height = max(i.shape[1] for i in images)
+    width = max(i.shape[2] for i in images)
+    padded = [
+        np.pad(i, [(0, 0), (0, height - i.shape[1]), (0, width - i.shape[2]), (0, 0)])
+        for i in images
+    ]
+    return np.concatenate(padded)
 
 
 def write_summary(
@@ -133,6 +156,7 @@ class BackgroundWriter:
         self._written: dict[str, int] = {}
         self._dropped: dict[str, dict[str, int]] = {}
         self._lock = threading.Lock()
+        self._nice = WRITER_NICE
         self._thread = threading.Thread(
             target=self._run, name="tb_batch_images-writer", daemon=True
         )
@@ -157,9 +181,17 @@ class BackgroundWriter:
             return False
 
     def submit_summary(
-        self, mode: str, tag: str, kind: str, step: int, elements: list[bytes]
+        self,
+        mode: str,
+        tag: str,
+        kind: str,
+        step: int,
+        elements: list[bytes] | Callable[[], list[bytes]],
     ) -> None:
-        """Queues one ready-made value (e.g. sample statistics); waits for room."""
+        """Queues one value (e.g. sample statistics); waits for room.
+
+        `elements` may be a function making them, called on the writer thread.
+        """
         self._put_control(("summary", mode, tag, kind, step, elements))
 
     def count_drop(self, mode: str, reason: str, count: int = 1) -> None:
@@ -170,6 +202,10 @@ class BackgroundWriter:
     def dropped(self, mode: str) -> dict[str, int]:
         with self._lock:
             return dict(self._dropped.get(mode, _zero_drops()))
+
+    def written(self, mode: str) -> int:
+        """Batches of `mode` written so far."""
+        return self._written.get(mode, 0)
 
     def flush(self, timeout: float = 60.0, status_extra: dict | None = None) -> None:
         """Waits until queued batches are written, then writes status records."""
@@ -199,7 +235,7 @@ class BackgroundWriter:
 
     # -- writer thread --------------------------------------------------------
     def _run(self) -> None:
-        _lower_priority()
+        _set_priority(self._nice)
         while True:
             item = self._queue.get()
             if item is _STOP:
@@ -256,10 +292,10 @@ class BackgroundWriter:
                 f"{_first_line(error)}); training goes on without batch images",
             )
 
-    def _write_value(
-        self, mode: str, tag: str, kind: str, step: int, elements: list[bytes]
-    ) -> None:
+    def _write_value(self, mode: str, tag: str, kind: str, step: int, elements) -> None:
         try:
+            if callable(elements):
+                elements = elements()
             write_summary(self._writer_for(mode), tag, kind, step, elements)
         except Exception as error:
             self._warn("write", f"could not write {tag} ({_first_line(error)})")
@@ -296,15 +332,13 @@ class BackgroundWriter:
                 _log.debug("closing writer failed: %s", error)
 
 
-def _lower_priority() -> None:
-    """Runs this thread at the lowest CPU priority (Linux: per thread).
-
-    Training's threads then win every contended core: the writer works in the gaps
-    and catches up at the epoch-end flush. Measured in benchmarks/README.md.
-    """
+def _set_priority(nice: int) -> None:
+    """Sets this thread's niceness (Linux: per thread); 0 leaves it as it is."""
+    if not nice:
+        return
     try:
         tid = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, tid, 19)
+        os.setpriority(os.PRIO_PROCESS, tid, nice)
     except (AttributeError, OSError):
         pass  # not supported here: the queue bound still keeps training unblocked
 

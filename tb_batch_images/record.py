@@ -48,8 +48,10 @@ def build_elements(
     """Record + encoded images for one batch: the elements of one summary."""
     layout = selector.layout
     undo, value_range, preprocessing = _undo_for_display(layout, options, warn)
+    sizes = batch.image_sizes if layout.dynamic_size else None
+    images_in = batch.images if sizes is None else _padding_filled(batch.images, sizes)
     pixels, flags, used_range = pixel_utils.to_uint8(
-        batch.images,
+        images_in,
         batch.image_stats,
         (layout.source_input_dtype or layout.input_dtype)
         if layout.undo is not None
@@ -71,9 +73,14 @@ def build_elements(
     label_shape = selector.label_shape
     if output_shape is not None and len(output_shape) > 1:
         task = predictions.RAW  # a dense map (e.g. segmentation): shown raw
+    heads = selector.heads
+    head_losses = batch.head_losses if heads is not None else None
     for i in range(len(batch.positions)):
+        picture = pixels[i]
+        if sizes is not None:  # fitted into a padded buffer: the stored part
+            picture = picture[: int(sizes[i][2]), : int(sizes[i][3])]
         encoded, shape = pixel_utils.encode(
-            pixels[i], options.max_image_size, options.image_format
+            picture, options.max_image_size, options.image_format
         )
         images.append(encoded)
         fields, label_flags = predictions.describe_sample(
@@ -103,6 +110,13 @@ def build_elements(
             "flags": flags[i] + label_flags,
             "image_shape": shape,
         }
+        if head_losses is not None:
+            sample["head_losses"] = {
+                name: predictions.finite_or_none(head_losses[i][j])
+                for j, name in enumerate(heads.names)
+            }
+        if sizes is not None:
+            sample["input_size"] = [int(sizes[i][0]), int(sizes[i][1])]
         if batch.devices is not None:
             sample["device"] = int(batch.devices[i])
         if batch.processes is not None:
@@ -133,7 +147,7 @@ def build_elements(
         "num_classes": num_classes,
         "image_key": None if layout.image_key is None else str(layout.image_key),
         "image_source": layout.image_source,
-        "input_shape": layout.input_shape,
+        "input_shape": _input_shape(layout, sizes),
         "input_dtype": layout.input_dtype,
         "input_layout": layout.layout,
         "value_range": list(used_range) if used_range else None,
@@ -142,7 +156,30 @@ def build_elements(
         "dropped": dropped,
         "samples": samples,
     }
+    if heads is not None:
+        record["output"] = heads.chosen_name
     return [fmt.encode_record(record), *images]
+
+
+def _padding_filled(images: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """The padding of fitted images set to a pixel of each, out of every statistic."""
+    images = np.array(images)
+    for i, (_, _, height, width) in enumerate(sizes):
+        images[i, height:, :] = images[i, 0, 0]
+        images[i, :height, width:] = images[i, 0, 0]
+    return images
+
+
+def _input_shape(layout, sizes: np.ndarray | None) -> list[int]:
+    """One sample's shape as the model received it (sizes unknown when traced:
+    the first logged sample's)."""
+    if sizes is None or not len(sizes):
+        return [int(d) for d in layout.input_shape if d is not None]
+    height, width = int(sizes[0][0]), int(sizes[0][1])
+    channels = layout.stored_shape[2]
+    if layout.layout == "CHW":
+        return [channels, height, width]
+    return [height, width, channels]
 
 
 def _undo_for_display(

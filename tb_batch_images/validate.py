@@ -41,6 +41,8 @@ MAX_IMAGE_SIDE = 65_536
 MAX_COUNTERS = 64  # keys of `dropped`
 MAX_STATUS_WARNINGS = 100
 MAX_WALL_TIME = 1e11  # seconds since the epoch, year ~5100
+MAX_HEADS = 64  # keys of `head_losses`
+MAX_HEAD_NAME_CHARS = 256
 MAX_WARNINGS = 20  # lines of `warnings` per record; then one "and N more"
 
 _DROP = object()  # a check's answer for "leave this field out"
@@ -344,6 +346,34 @@ class _Counts(_Check):
         return counts
 
 
+class _NumberMap(_Check):
+    """An object of numbers (or nulls) by name (`head_losses`), in written order."""
+
+    expected = "an object of numbers"
+
+    def __init__(self, max_keys: int, max_key_chars: int):
+        self.max_keys, self.max_key_chars = max_keys, max_key_chars
+
+    def matches(self, value: Any) -> bool:
+        return isinstance(value, dict)
+
+    def check_value(self, value: dict, path: Path, report: _Report) -> dict:
+        numbers = {}
+        number_check = _Number(nullable=True)
+        for name, number in list(value.items())[: self.max_keys]:
+            key = name[: self.max_key_chars]
+            if key != name:
+                report.add(
+                    (path, key), f"name of {len(name)} characters; cut to {len(key)}"
+                )
+            checked = number_check.check(number, (path, key), report)
+            if checked is not _DROP:
+                numbers[key] = checked
+        if len(value) > self.max_keys:
+            report.add(path, f"{len(value)} keys; cut to the first {self.max_keys}")
+        return numbers
+
+
 class _Object(_Check):
     """An object with known fields; unknown fields are dropped, `defaults` filled in."""
 
@@ -468,6 +498,8 @@ SAMPLE = _Object(
         "image_shape": _List(_Int(0, MAX_IMAGE_SIDE), MAX_DIMS),
         "device": _Either(_count(), _Text()),
         "process": _count(),
+        "head_losses": _NumberMap(MAX_HEADS, MAX_HEAD_NAME_CHARS),
+        "input_size": _List(_Int(0, MAX_SAFE_INTEGER), 2, length=2),
     },
     defaults={"flags": [], "top_k": []},
 )
@@ -493,6 +525,7 @@ BATCH_RECORD = _Object(
         "image_key": _Text(nullable=True),
         "image_source": _Text(nullable=True),
         "preprocessing": _Text(nullable=True),
+        "output": _Text(nullable=True),
         "input_shape": _SHAPE,
         "input_dtype": _Text(),
         "input_layout": _Text(),

@@ -13,6 +13,7 @@ and the configurations a backend does not have are skipped with the reason.
 from __future__ import annotations
 
 import json
+import os
 import textwrap
 from pathlib import Path
 
@@ -31,8 +32,15 @@ TF_ONLY = pytest.mark.skipif(
 NO_TORCH_SPE = pytest.mark.skipif(
     BACKEND == "torch", reason="Keras refuses steps_per_execution > 1 on torch"
 )
-# Off TensorFlow, strings never reach the step: ids travel instead.
-DEFAULT_METADATA = "filename" if BACKEND == "tensorflow" else "sample_id"
+# TBBI_KERAS_DEFAULT_COMPILE=1 (benchmarks/gpu_check.sh): compile as a user does, with
+# Keras's default jit_compile="auto" (XLA on where a GPU is), instead of forcing it off.
+KERAS_DEFAULT_COMPILE = os.environ.get("TBBI_KERAS_DEFAULT_COMPILE") == "1"
+DEFAULT_JIT = {} if KERAS_DEFAULT_COMPILE else {"jit_compile": False}
+# Off TensorFlow, strings never reach the step, and under XLA they cannot pass through
+# it: ids travel instead.
+DEFAULT_METADATA = (
+    "filename" if BACKEND == "tensorflow" and not KERAS_DEFAULT_COMPILE else "sample_id"
+)
 
 SAMPLES = 50  # batches of 8: six full ones and a short last batch of 2
 BATCH = 8
@@ -114,7 +122,7 @@ def train(
     model.compile(
         optimizer="adam",
         loss=LOSSES[loss_kind],
-        **{"jit_compile": False, **(compile_kwargs or {})},
+        **{**DEFAULT_JIT, **(compile_kwargs or {})},
     )
     # A queue that never fills: these tests check every step, not drop behaviour.
     options = {
@@ -365,7 +373,7 @@ def test_regression_outputs_are_recorded_raw(tmp_path):
     keras.utils.set_random_seed(1)
     recorder = rig.Recorder()
     model = rig.make_model(recorder, output="linear")
-    model.compile("adam", "mse", jit_compile=False)
+    model.compile("adam", "mse", **DEFAULT_JIT)
     model.fit(
         data,
         epochs=1,
@@ -464,7 +472,7 @@ def test_dense_map_outputs_are_recorded_raw_with_a_summary(tmp_path):
     )
     outputs = keras.layers.Conv2D(2, 1, activation="softmax")(hidden)
     model = keras.Model(inputs, outputs)
-    model.compile("adam", "sparse_categorical_crossentropy", jit_compile=False)
+    model.compile("adam", "sparse_categorical_crossentropy", **DEFAULT_JIT)
     model.fit(
         data,
         epochs=1,

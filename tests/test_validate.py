@@ -102,9 +102,12 @@ def full_record() -> dict[str, Any]:
     sample["output_summary"] = {"shape": [4, None], "min": 0.0, "max": 1.0, "mean": 0.5}
     sample["device"] = 1
     sample["process"] = 0
+    sample["head_losses"] = {"cls": 0.25, "box": None}
+    sample["input_size"] = [480, 640]
     record["image_key"] = "image"
     record["image_source"] = "rescaling"
     record["preprocessing"] = "caffe"
+    record["output"] = "cls"
     return record
 
 

@@ -52,6 +52,7 @@ class Adapter:
         self._stash: dict[str, Any] = {}  # the source layer's output, this step
         self.step_ran: dict[str, bool] = {}
         self.image_source: core.ImageSource | None = None
+        self.heads: core.Heads | None = None
         self._undo_ready = False
         self._undo: Callable | None = None
         # Set by the logger: per-sample statistics, updated in every train step.
@@ -66,6 +67,7 @@ class Adapter:
         self.image_source = core.find_image_source(
             model, getattr(self.logger, "image_layer", None)
         )
+        self.find_heads()
         self._installed = {"compute_metrics": model.__dict__.get("compute_metrics")}
         compute_metrics = model.compute_metrics
         seen, stash = self._seen, self._stash
@@ -77,7 +79,7 @@ class Adapter:
             seen["y"], seen["y_pred"] = y, y_pred
             running, stats = self._running, self.sample_stats
             if stats is not None and running is not None and running[0] == "train":
-                stats.update(running[1], y, y_pred)
+                stats.update(running[1], y, y_pred, x=x, image=image)
             if image is not None:
                 seen["image"] = keras.ops.stop_gradient(image)
             return compute_metrics(x, y, y_pred, sample_weight=sample_weight)
@@ -103,6 +105,23 @@ class Adapter:
 
         layer.call = stashing_call
 
+    def find_heads(self) -> None:
+        """Which output gives the prediction and loss (raises ValueError for output=).
+
+        Run at install and at every fit's start: a recompile may change the losses.
+        """
+        self.heads = core.find_heads(self.model, getattr(self.logger, "output", None))
+
+    def new_selector(self, layout: core.InputLayout) -> core.SampleSelector:
+        logger = self.logger
+        return core.SampleSelector(
+            layout,
+            samples=logger.samples_per_batch,
+            selection=logger.selection,
+            loss_fn=core.per_sample_loss_fn(getattr(self.model, "loss", None)),
+            heads=self.heads,
+        )
+
     def source_layout(self, layout: core.InputLayout, source_spec: Any) -> Any:
         """`layout` (from `x`) redone for the source layer's output, or None."""
         if self.image_source is None:
@@ -110,6 +129,8 @@ class Adapter:
         spec = core.spec_of(source_spec) if source_spec is not None else None
         if spec is None:
             return None
+        if layout.dynamic_size:  # the layer's output varies with its input
+            spec = core.unknown_size(spec)
         logger = self.logger
         source = core.layout_for(
             spec, None, logger.max_image_size, keras.config.image_data_format()

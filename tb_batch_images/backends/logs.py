@@ -36,6 +36,7 @@ class LogsAdapter(Adapter):
         self._pending: list[dict[str, Any]] = []
 
     def begin_fit(self, start_step: int) -> None:
+        self.find_heads()
         self._selectors = {}
         self._counter = {"train": start_step, "validation": 0}
         self._pending = []
@@ -81,8 +82,10 @@ class LogsAdapter(Adapter):
                 )
                 + " The pictures are logged without filenames.",
             )
+        x_spec = core.map_specs(x)
+        model_shapes = core.model_input_shapes(self.model, x_spec)
         layout = core.layout_for(
-            core.map_specs(x),
+            core.with_model_shapes(x_spec, model_shapes, concrete=True),
             logger.image_key,
             logger.max_image_size,
             keras.config.image_data_format(),
@@ -90,12 +93,7 @@ class LogsAdapter(Adapter):
         layout = self.source_layout(layout, metadata.get(core.SOURCE_IMAGE))
         if layout is None:
             raise core.CaptureError("the source layer's output has no shape")
-        return core.SampleSelector(
-            layout,
-            samples=logger.samples_per_batch,
-            selection=logger.selection,
-            loss_fn=core.per_sample_loss_fn(getattr(self.model, "loss", None)),
-        )
+        return self.new_selector(layout)
 
     def place(self, arrays: dict) -> dict:
         """Where the arrays live when they leave the step (JAX: replicated)."""

@@ -31,6 +31,7 @@ class TensorFlowAdapter(Adapter):
         self.buffers: dict[str, ModeBuffers | None] = {}
 
     def begin_fit(self, start_step: int) -> None:
+        self.find_heads()
         self.buffers = {}
 
     def is_writer(self) -> bool:
@@ -95,6 +96,10 @@ class TensorFlowAdapter(Adapter):
         # Errors the user must fix to run at all: raised, with what to do.
         core.check_sample_weight_spec(core.map_specs(sample_weight_spec, _array_spec))
         core.check_metadata_specs(x_spec, _uses_xla(model))
+        # A dimension the data leaves unknown takes the model's Input's, if fixed.
+        x_spec = core.with_model_shapes(
+            x_spec, core.model_input_shapes(model, x_spec), concrete=False
+        )
         try:
             layout = core.layout_for(
                 x_spec,
@@ -107,12 +112,8 @@ class TensorFlowAdapter(Adapter):
             self.buffers[mode] = None
             logger._disable(mode, str(error))
             return
-        selector = core.SampleSelector(
-            layout,
-            samples=logger.samples_per_batch,
-            selection=logger.selection,
-            loss_fn=core.per_sample_loss_fn(getattr(model, "loss", None)),
-        )
+        selector = self.new_selector(layout)
+        selector.antialias = not _uses_xla(model)  # XLA cannot antialias a resize
         every_n, below = logger._in_graph_schedule(mode)
         with model.distribute_strategy.scope():
             self.buffers[mode] = ModeBuffers(
@@ -227,6 +228,19 @@ class ModeBuffers:
             if layout.has_filename
             else None
         )
+        heads = selector.heads
+        self.head_losses = (
+            None
+            if heads is None
+            else variable(
+                tf.zeros([slots, n, len(heads.names)]), tf.float32, "head_losses"
+            )
+        )
+        self.image_sizes = (
+            variable(tf.zeros([slots, n, 4], tf.int32), tf.int32, "image_sizes")
+            if layout.dynamic_size
+            else None
+        )
 
     # -- in the graph ---------------------------------------------------------
     def capture(self, image: tf.Tensor, metadata: dict, y: Any, y_pred: Any) -> None:
@@ -323,6 +337,10 @@ class ModeBuffers:
             names.append("sample_ids")
         if self.filenames is not None:
             names.append("filenames")
+        if selector.has_head_losses:
+            names.append("head_losses")
+        if self.image_sizes is not None:
+            names.append("image_sizes")
         return {name: getattr(self, name) for name in names}
 
     def _read_all(self) -> dict[str, tf.Tensor]:

@@ -34,8 +34,8 @@ from typing import Any
 import keras
 import numpy as np
 
+from tb_batch_images import core, predictions, watchlist
 from tb_batch_images import format as fmt
-from tb_batch_images import predictions
 
 # Kept as a [num_samples, num_classes] table while it stays this small (64 MiB).
 MAX_CLASS_COUNTS = 2**24
@@ -326,16 +326,22 @@ class SampleStatsTracker:
 
     `create` decides once per model (in `set_model`) whether the data map can be
     on; the adapter calls `update` from inside the step (train mode only), with
-    the step's sample ids; the logger calls `write` at each epoch end.
+    the step's sample ids; the logger calls `write` at each epoch end. With the
+    statistics on and `watchlist=` > 0, the tracker also keeps the watchlist
+    (`tb_batch_images.watchlist`): written, and set anew, at each epoch end.
     """
 
     def __init__(self, logger: Any, stats: SampleStats | None, reason: str | None):
         self.logger = logger
         self.stats = stats
         self.reason = reason  # why it is off, said once if samples carry ids
+        self.watchlist: watchlist.Watchlist | None = None
         self._model = None
         self._written: tuple[int, float] | None = None
         self._said = False
+        self._watchlist_records = 0
+        self._added: list[keras.metrics.Metric] = []  # to take off the model
+        self._epoch_base = 0  # global step at the start of the running epoch
 
     @classmethod
     def create(cls, model: keras.Model, logger: Any) -> SampleStatsTracker | None:
@@ -361,20 +367,68 @@ class SampleStatsTracker:
         tracker = cls(logger, stats, None)
         tracker._model = model
         model._metrics.append(stats)  # its variables join Keras's metrics state
+        tracker._added.append(stats)
+        if getattr(logger, "watchlist", 0):
+            tracker._create_watchlist(model)
         return tracker
 
+    def _create_watchlist(self, model: keras.Model) -> None:
+        logger = self.logger
+        adapter = logger._adapter
+        if keras.backend.backend() == "tensorflow" and adapter.num_replicas() > 1:
+            # Each replica would fill its own copy of the buffers.
+            logger._warn(
+                "watchlist_off",
+                "the watchlist is off under a tf.distribute strategy with several "
+                "replicas (the data map stays on)",
+            )
+            return
+        try:
+            layout = watchlist.input_layout(model, logger, adapter)
+        except watchlist.WatchlistUnavailable as error:
+            logger._warn("watchlist_off", f"the watchlist is off: {error}")
+            return
+        selector = core.SampleSelector(
+            layout,
+            samples=logger.watchlist,
+            selection="first",
+            loss_fn=core.per_sample_loss_fn(getattr(model, "loss", None)),
+        )
+        if keras.backend.backend() == "tensorflow":  # XLA cannot antialias a resize
+            from .backends.tensorflow import _uses_xla
+
+            selector.antialias = not _uses_xla(model)
+        self.watchlist = _in_scope(model, lambda: watchlist.Watchlist(selector))
+        model._metrics.append(self.watchlist)
+        self._added.append(self.watchlist)
+
     def uninstall(self) -> None:
-        if self._model is not None and self.stats in self._model._metrics:
-            self._model._metrics.remove(self.stats)
+        if self._model is not None:
+            for metric in self._added:
+                if metric in self._model._metrics:
+                    self._model._metrics.remove(metric)
+        self._added = []
         self._model = None
 
     def begin_fit(self) -> None:
         self._written = None
         if self.stats is not None:
             self.stats.clear()
+        self._epoch_base = int(self.logger._global_step)
+        if self.watchlist is not None:
+            self.watchlist.watch([], step=self._epoch_base)
 
     # -- in the step ----------------------------------------------------------------
-    def update(self, metadata: dict, y: Any, y_pred: Any) -> None:
+    def update(
+        self,
+        metadata: dict,
+        y: Any,
+        y_pred: Any,
+        x: Any = None,
+        image: Any = None,
+    ) -> None:
+        """Adds one training batch (inside the step). `x`: the model's input;
+        `image`: the image source layer's output of this forward pass, if any."""
         sample_ids = metadata.get(fmt.SAMPLE_ID_KEY)
         if sample_ids is None:
             self._say(
@@ -386,6 +440,21 @@ class SampleStatsTracker:
             self._say(self.reason)
             return
         self.stats.update_state(sample_ids, y, y_pred)
+        if self.watchlist is not None:
+            layout = self.watchlist.selector.layout
+            if layout.image_source is None and x is not None:
+                image = core.select_image(x, layout)
+            if image is not None:
+                image = keras.ops.stop_gradient(image)
+                try:
+                    self.watchlist.update_state(sample_ids, image, y, y_pred)
+                except Exception as error:  # at trace time: training goes on
+                    self.logger._warn(
+                        "watchlist_off",
+                        f"the watchlist is off: it failed inside the step "
+                        f"({type(error).__name__}: {str(error).splitlines()[0]})",
+                    )
+                    self.watchlist = None
 
     def _say(self, reason: str) -> None:
         """One message per fit, at trace time, saying why the data map is off.
@@ -440,6 +509,53 @@ class SampleStatsTracker:
             fmt.KIND_SAMPLE_STATS,
             int(step),
             encode(columns, header, self.logger.filenames),
+        )
+        if self.watchlist is not None:
+            self._write_watchlist(epoch, step)
+            if not final:  # the next epoch watches this epoch's top suspects
+                top = ranked_suspects(columns, self.watchlist.size)
+                seen = columns["count"][top] > 0
+                self.watchlist.watch(top[seen], step=int(step))
+        self._epoch_base = int(step)
+
+    def _write_watchlist(self, epoch: int, step: int) -> None:
+        """Hands this epoch's watchlist captures to the writer, as one record."""
+        import dataclasses
+        import time
+
+        from tb_batch_images import record
+
+        logger, selector = self.logger, self.watchlist.selector
+        arrays = self.watchlist.read()
+        if arrays is None:
+            return
+        batch = watchlist.captured_batch(
+            arrays, epoch, step, self._epoch_base, selector, time.time()
+        )
+        if logger._adapter is not None:
+            logger._adapter.prepare_display(selector.layout)
+        options = dataclasses.replace(logger._record_options, selection="watchlist")
+        sequence, self._watchlist_records = (
+            self._watchlist_records,
+            self._watchlist_records + 1,
+        )
+        writer = logger._writer
+        task, from_logits = logger._task, logger._from_logits
+
+        def build() -> list[bytes]:  # on the writer thread: encoding takes time
+            return record.build_elements(
+                batch,
+                sequence,
+                writer.dropped("train"),
+                selector,
+                options,
+                task,
+                from_logits,
+                logger._warn,
+            )
+
+        writer.submit_summary(
+            "train", fmt.WATCHLIST_TAG, fmt.KIND_WATCHLIST, int(step), build
         )
 
 

@@ -66,3 +66,74 @@ def test_sample_stats_routes_serve_what_the_reader_reads(
     assert first["epoch"] == 0 and first["columns"]["count"] == [1] * 48
     missing = server.get("/sample_stats", run="nope")
     assert missing.status_code == 404
+
+
+@pytest.mark.parametrize("load_fast", [False, True])
+def test_sample_routes_find_each_samples_logged_pictures_and_epochs(
+    stats_logdir, plugin_server, load_fast
+):
+    from tb_batch_images import read_batches
+
+    server = plugin_server(stats_logdir, load_fast)
+    server.wait_for(
+        lambda: [
+            r for r in server.json("/sample_stats_runs")["runs"] if len(r["steps"]) == 2
+        ]
+    )
+    # sample id -> (step, source) of its last picture: a logged batch, or a watchlist
+    # capture (the default watchlist=32 watches the 32 top suspects of epoch 0).
+    latest = {}
+    for source, watchlist in (("batch", False), ("watchlist", True)):
+        for batch in read_batches(str(stats_logdir), "run_a/train", watchlist):
+            for sample in batch.samples:
+                if latest.get(sample.sample_id, (-1,))[0] <= batch.step:
+                    latest[sample.sample_id] = (batch.step, source)
+    never = sorted(set(range(48)) - set(latest))
+    assert latest and never  # every 3rd step is logged: some samples never are
+    watched = [i for i, (_, source) in latest.items() if source == "watchlist"]
+    batched = [i for i, (_, source) in latest.items() if source == "batch"]
+    assert watched and batched
+    ids = sorted(batched)[:5] + sorted(watched)[:5] + never[:2]
+    answer = server.json(
+        "/sample_pictures", run="run_a/train", ids=",".join(map(str, ids))
+    )
+    for sample_id in ids:
+        picture = answer["pictures"][str(sample_id)]
+        if sample_id in never:
+            assert picture is None
+            continue
+        assert (picture["step"], picture["source"]) == latest[sample_id]
+        assert picture["sample_id"] == sample_id
+        assert picture["filename"] == f"img_{sample_id}.png"
+        image = server.get("/image", key=picture["image"])
+        assert image.status_code == 200 and image.data[:4] == b"\x89PNG"
+
+    sample_id = sorted(latest)[0]
+    detail = server.json("/sample", run="run_a/train", sample_id=sample_id)
+    expected = read_sample_stats(str(stats_logdir)).epochs
+    assert [row["epoch"] for row in detail["epochs"]] == [0, 1]
+    for row, epoch in zip(detail["epochs"], expected, strict=True):
+        assert row["count"] == epoch.columns["count"][sample_id]
+        assert row["confidence"] == pytest.approx(
+            float(epoch.columns["confidence"][sample_id]), rel=1e-5
+        )
+    assert detail["filename"] == f"img_{sample_id}.png"
+    assert detail["appearances"][-1]["step"] == latest[sample_id][0]
+
+    for route, params, status in [
+        ("/sample_pictures", {"run": "run_a/train", "ids": "1,x"}, 400),
+        ("/sample_pictures", {"run": "run_a/train", "ids": "-1"}, 400),
+        ("/sample_pictures", {"run": "run_a/train"}, 400),
+        (
+            "/sample_pictures",
+            {"run": "run_a/train", "ids": ",".join(["1"] * 1001)},
+            400,
+        ),
+        ("/sample_pictures", {"run": "nope", "ids": "1"}, 404),
+        ("/sample", {"run": "run_a/train", "sample_id": "1.5"}, 400),
+        ("/sample", {"run": "run_a/train", "sample_id": "48"}, 404),
+        ("/sample", {"run": "nope", "sample_id": "1"}, 404),
+    ]:
+        response = server.get(route, **params)
+        assert response.status_code == status, (route, params, response.data)
+        assert "error" in response.get_json()

@@ -1,0 +1,230 @@
+"""The watchlist: a picture of each top suspect, from the training batches themselves.
+
+At each epoch end the logger puts the `watchlist` sample ids with the highest suspect
+score (`sample_stats.ranked_suspects`) on the watchlist. Inside the compiled training
+step, `Watchlist.update_state` compares the step's `sample_id`s with the list; a
+watched sample not yet captured this epoch is copied as a logged sample is (its
+picture, label, the training pass's output and per-sample loss, through
+`core.SampleSelector.take`: no second forward pass) into fixed-shape buffers. At the
+next epoch end the host reads the buffers once and writes the captured samples as one
+batch record under the `batch_images_watchlist` tag (docs/format.md).
+
+Like `sample_stats.SampleStats`, `Watchlist` is a `keras.metrics.Metric` appended to the
+model's metrics during `fit`, so its buffers are part of Keras's metrics state on every
+backend (TensorFlow graph/XLA/`steps_per_execution`, the JAX stateless step, PyTorch).
+Device memory: `watchlist` pictures at their logged size (float32 unless uint8 and
+not downscaled) plus about 8 KiB each (32 watched 64x64x3 float32 pictures: 1.8 MB). Each step compares `watchlist * batch` ids and selects over the
+buffers (`where`), whether or not a watched sample is in the batch.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import keras
+import numpy as np
+
+from tb_batch_images import core
+
+_log = logging.getLogger("tb_batch_images")
+
+# The arrays a capture keeps per watched sample: core.SampleSelector.take's per-sample
+# keys, less the ids (the watchlist's own key), filenames (strings), and the per-head
+# losses and true sizes, which the watchlist does not keep.
+_NOT_BUFFERED = ("sample_ids", "filenames", "head_losses", "image_sizes")
+_BUFFERS = tuple(name for name in core.PER_SAMPLE if name not in _NOT_BUFFERED)
+
+
+class WatchlistUnavailable(ValueError):
+    """The watchlist cannot be on for this model; the message says why."""
+
+
+def input_layout(model: keras.Model, logger: Any, adapter: Any) -> core.InputLayout:
+    """The layout of the picture, from the model's declared inputs (before any step).
+
+    The watchlist's buffers must exist before Keras builds the train function, so
+    their shapes come from the model's inputs (or its image source layer's output),
+    not from the data. Raises WatchlistUnavailable when those are unknown.
+    """
+    struct = getattr(model, "_inputs_struct", None)
+    if struct is None:
+        inputs = getattr(model, "inputs", None) or []
+        if len(inputs) != 1:
+            raise WatchlistUnavailable(
+                "the model's inputs are unknown (a subclassed model without "
+                "keras.Input); build it with keras.Input"
+            )
+        struct = inputs[0]
+    try:
+        specs = core.map_specs(struct)
+        layout = core.layout_for(
+            specs,
+            logger.image_key,
+            logger.max_image_size,
+            keras.config.image_data_format(),
+        )
+        if adapter.image_source is not None:
+            layout = adapter.source_layout(layout, adapter.image_source.layer.output)
+    except (core.CaptureError, AttributeError, ValueError) as error:
+        raise WatchlistUnavailable(f"no picture input: {error}") from None
+    if layout is None:
+        raise WatchlistUnavailable("the image source layer's output has no shape")
+    return layout
+
+
+class Watchlist(keras.metrics.Metric):
+    """Capture buffers for `size` watched sample ids, filled inside the train step."""
+
+    def __init__(
+        self,
+        selector: core.SampleSelector,
+        start_step: int = 0,
+        name: str = "tb_batch_images_watchlist",
+    ):
+        super().__init__(name=name)
+        self.selector = selector
+        self.size = w = selector.samples
+        layout = selector.layout
+        values = core.VALUES_PER_SAMPLE
+
+        def variable(shape, name, dtype="float32", value=0):
+            return self.add_variable(
+                shape=shape,
+                initializer=keras.initializers.Constant(value),
+                dtype=dtype,
+                name=name,
+            )
+
+        self.watch_ids = variable((w,), "watch_ids", "int32", -1)
+        self.filled = variable((w,), "filled")  # 1 once captured this epoch
+        self.step = variable((), "step", "int32")  # the global step of the next step
+        self.captured_at = variable((w,), "captured_at", "int32", -1)
+        self.batch_size = variable((w,), "batch_size", "int32")
+        self.positions = variable((w,), "positions", "int32")
+        self.images = variable((w, *layout.stored_shape), "images", layout.stored_dtype)
+        self.image_stats = variable((w, 4), "image_stats")
+        self.labels = variable((w, values), "labels")
+        self.outputs = variable((w, values), "outputs")
+        self.output_stats = variable((w, 3), "output_stats")
+        self.losses = variable((w,), "losses")
+
+    # -- in the step -------------------------------------------------------------
+    def update_state(self, sample_ids: Any, image: Any, y: Any, y_pred: Any) -> None:
+        """Copies the watched samples of this batch not captured yet (keras.ops)."""
+        ops = keras.ops
+        ids = ops.reshape(ops.cast(sample_ids, "int32"), [-1])
+        watch = self.watch_ids.value
+        match = ops.equal(watch[:, None], ids[None, :])  # [watched, batch]
+        fresh = ops.logical_and(
+            ops.any(match, axis=1),
+            ops.logical_and(watch >= 0, self.filled.value < 0.5),
+        )
+        position = ops.cast(ops.argmax(ops.cast(match, "int32"), axis=1), "int32")
+        taken = self.selector.take(image, {}, ops.stop_gradient(y), y_pred, position)
+        batch = ops.cast(ops.shape(ids)[0], "int32")
+        step = self.step.value
+
+        def keep(new, old):
+            mask = ops.reshape(fresh, [-1] + [1] * (len(old.shape) - 1))
+            return ops.where(mask, ops.cast(new, old.dtype), old)
+
+        updates = [
+            (self.filled, ops.maximum(self.filled.value, ops.cast(fresh, "float32"))),
+            (
+                self.captured_at,
+                keep(ops.ones_like(watch) * step, self.captured_at.value),
+            ),
+            (
+                self.batch_size,
+                keep(ops.ones_like(watch) * batch, self.batch_size.value),
+            ),
+            (self.step, step + 1),
+        ]
+        for name in _BUFFERS:
+            if name in taken:
+                buffer = getattr(self, name)
+                updates.append((buffer, keep(taken[name], buffer.value)))
+        for buffer, value in updates:  # assigned last: torch updates in place
+            buffer.assign(value)
+
+    # -- Keras's metric protocol ----------------------------------------------------
+    def reset_state(self) -> None:
+        """Nothing: Keras resets metrics each epoch; the host manages this state."""
+
+    def result(self) -> dict:
+        return {}
+
+    # -- on the host -----------------------------------------------------------------
+    def watch(self, sample_ids: np.ndarray, step: int | None = None) -> None:
+        """Puts these ids on the watchlist (padded with -1); nothing captured yet."""
+        padded = np.full(self.size, -1, np.int32)
+        ids = np.asarray(sample_ids, np.int64)[: self.size]
+        padded[: len(ids)] = ids
+        self.watch_ids.assign(padded)
+        self.filled.assign(np.zeros(self.size, np.float32))
+        self.captured_at.assign(np.full(self.size, -1, np.int32))
+        if step is not None:
+            self.step.assign(np.asarray(step, np.int32))
+
+    def read(self) -> dict[str, np.ndarray] | None:
+        """The captured samples, in watchlist order (numpy), or None if none."""
+        filled = _numpy(self.filled) > 0.5
+        if not filled.any():
+            return None
+        rows = np.flatnonzero(filled)
+        arrays = {"sample_ids": _numpy(self.watch_ids)[rows].astype(np.int64)}
+        for name in ("captured_at", "batch_size", *_BUFFERS):
+            arrays[name] = _numpy(getattr(self, name))[rows]
+        return arrays
+
+
+def _numpy(variable: Any) -> np.ndarray:
+    return np.asarray(keras.ops.convert_to_numpy(variable.value))
+
+
+def captured_batch(
+    arrays: dict[str, np.ndarray],
+    epoch: int,
+    step: int,
+    epoch_base: int,
+    selector: core.SampleSelector,
+    wall_time: float,
+) -> Any:
+    """The `CapturedBatch` of one epoch's watchlist captures (one record).
+
+    Each sample's `batch` is the training batch of the epoch it was captured in;
+    the record's `batch` is the first of those, its `batch_size` the largest.
+    """
+    from tb_batch_images.writer import CapturedBatch
+
+    order = np.argsort(arrays["captured_at"], kind="stable")
+    arrays = {name: value[order] for name, value in arrays.items()}
+    batches = np.maximum(arrays["captured_at"].astype(np.int64) - epoch_base, 0)
+    has = {
+        "labels": selector.label_shape is not None,
+        "outputs": selector.output_shape is not None,
+        "output_stats": selector.output_shape is not None,
+        "losses": selector.has_loss,
+    }
+    return CapturedBatch(
+        mode="train",
+        step=int(step),
+        epoch=int(epoch),
+        batch=int(batches.min()),
+        wall_time=wall_time,
+        batch_size=int(arrays["batch_size"].max()),
+        positions=arrays["positions"],
+        images=arrays["images"],
+        image_stats=arrays["image_stats"],
+        labels=arrays["labels"] if has["labels"] else None,
+        outputs=arrays["outputs"] if has["outputs"] else None,
+        output_stats=arrays["output_stats"] if has["output_stats"] else None,
+        losses=arrays["losses"] if has["losses"] else None,
+        sample_ids=arrays["sample_ids"],
+        filenames=None,  # the record builder maps sample ids to filenames=
+        sample_batches=batches,
+    )
+
+
+__all__ = ["Watchlist", "WatchlistUnavailable", "captured_batch", "input_layout"]

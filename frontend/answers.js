@@ -37,6 +37,13 @@ const listOf = (check) => (value) => {
 /** A list of the items that pass (order-free lists: flags, top-k, warnings). */
 const goodItems = (check) => (value) =>
   Array.isArray(value) ? value.map(check).filter((item) => item !== BAD) : BAD;
+/** An object of numbers (or nulls) by name, in written order (`head_losses`). */
+const numbers = (value) => {
+  if (!isObject(value)) return BAD;
+  return Object.fromEntries(
+    Object.entries(value).filter(([, number]) => number === null || (typeof number === "number" && Number.isFinite(number))),
+  );
+};
 const counts = (value) => {
   if (!isObject(value)) return BAD;
   return Object.fromEntries(Object.entries(value).filter(([, count]) => Number.isSafeInteger(count)));
@@ -93,6 +100,8 @@ const SAMPLE_FIELDS = {
   image_shape: [listOf(int), []],
   device: [either(int, text), null],
   process: [int, null],
+  head_losses: [orNull(numbers), null],
+  input_size: [orNull(listOf(int)), null],
   image: [orNull(text), null],
 };
 
@@ -117,6 +126,9 @@ const BATCH_FIELDS = {
   class_names: [orNull(listOf(text)), null],
   num_classes: [orNull(int), null],
   image_key: [orNull(text), null],
+  image_source: [orNull(text), null],
+  preprocessing: [orNull(text), null],
+  output: [orNull(text), null],
   input_shape: [listOf(int), []],
   input_dtype: [text, null],
   input_layout: [text, null],
@@ -175,22 +187,19 @@ export function checkRuns(answer) {
   return runs.map((run) => pick(run, RUN_FIELDS, [], "")).filter((run) => run.run !== null);
 }
 
-const STEP_FIELDS = {
-  step: [int, null],
-  epoch: [orNull(int), null],
-  batch: [orNull(int), null],
-  wall_time: [orNull(number), null],
-  samples_logged: [int, 0],
-  batch_size: [orNull(int), null],
-  error: [orNull(text), null],
-};
-
-/** A /steps page: {steps: [StepSummary] (those with an integer step), total}. */
-export function checkStepsPage(answer) {
+/**
+ * A /steps?fields=step page: {steps: [int] sorted, total, first, received}. Summaries
+ * (a server that ignored `fields`) are read for their step.
+ */
+export function checkStepNumbers(answer) {
   const items = isObject(answer) && Array.isArray(answer.steps) ? answer.steps : [];
-  const steps = items.map((item) => pick(item, STEP_FIELDS, [], "")).filter((item) => item.step !== null);
+  const steps = items
+    .map((item) => (isObject(item) ? item.step : item))
+    .filter((step) => Number.isSafeInteger(step))
+    .sort((a, b) => a - b);
   const total = isObject(answer) && Number.isSafeInteger(answer.total) ? answer.total : steps.length;
-  return { steps, total, received: items.length };
+  const first = isObject(answer) && Number.isSafeInteger(answer.first) ? answer.first : 0;
+  return { steps, total, first, received: items.length };
 }
 
 const APPEARANCE_FIELDS = {
@@ -211,4 +220,80 @@ export function checkHistory(answer) {
     .filter((item) => item.run !== null && item.step !== null);
   const total = isObject(answer) && Number.isSafeInteger(answer.total) ? answer.total : appearances.length;
   return { appearances, total };
+}
+
+// -- the Dataset view (dataset.js) -------------------------------------------------
+
+/** The /sample_stats_runs answer: [{run, steps: [int]}], runs with a name. */
+export function checkStatsRuns(answer) {
+  const runs = isObject(answer) && Array.isArray(answer.runs) ? answer.runs : [];
+  return runs
+    .map((run) => pick(run, { run: [text, null], steps: [goodItems(int), []] }, [], ""))
+    .filter((run) => run.run !== null && run.steps.length);
+}
+
+const STATS_FIELDS = {
+  run: [text, null],
+  step: [int, null],
+  steps: [goodItems(int), []],
+  epoch: [int, null],
+  num_samples: [int, 0],
+  num_classes: [orNull(int), null],
+  head: [orNull(text), null],
+  dropped: [int, 0],
+  class_names: [orNull(listOf(text)), null],
+  filenames: [orNull(listOf(orNull(text))), null],
+  suspects: [goodItems(int), []],
+};
+
+/**
+ * A /sample_stats answer: columns as Float64Arrays of num_samples values (NaN where
+ * the plugin sent null or anything that is not a number).
+ */
+export function checkSampleStats(answer) {
+  const stats = pick(answer, STATS_FIELDS, [], "");
+  const source = isObject(answer) && isObject(answer.columns) ? answer.columns : {};
+  const size = Math.max(0, Math.min(stats.num_samples, 50_000_000));
+  stats.columns = {};
+  for (const [name, values] of Object.entries(source)) {
+    if (!Array.isArray(values)) continue;
+    const column = new Float64Array(size).fill(NaN);
+    for (let i = 0; i < Math.min(size, values.length); i++) {
+      if (typeof values[i] === "number") column[i] = values[i];
+    }
+    stats.columns[name] = column;
+  }
+  stats.suspects = stats.suspects.filter((id) => id >= 0 && id < size);
+  return stats;
+}
+
+const PICTURE_FIELDS = { ...APPEARANCE_FIELDS, source: [text, "batch"] };
+
+/** A /sample_pictures answer: Map(sample id -> Appearance | null). */
+export function checkSamplePictures(answer) {
+  const pictures = isObject(answer) && isObject(answer.pictures) ? answer.pictures : {};
+  const found = new Map();
+  for (const [id, item] of Object.entries(pictures)) {
+    if (!/^\d+$/.test(id)) continue;
+    const picked = isObject(item) ? pick(item, PICTURE_FIELDS, [], "") : null;
+    found.set(Number(id), picked && picked.image !== null ? picked : null);
+  }
+  return found;
+}
+
+/** A /sample answer: {run, sample_id, filename, epochs: [row], appearances, total}. */
+export function checkSampleDetail(answer) {
+  const detail = pick(
+    answer,
+    { run: [text, null], sample_id: [int, null], filename: [orNull(text), null], total: [int, 0] },
+    [],
+    "",
+  );
+  const rows = isObject(answer) && Array.isArray(answer.epochs) ? answer.epochs : [];
+  detail.epochs = rows.filter(isObject).map((row) =>
+    Object.fromEntries(Object.entries(row).map(([key, value]) => [key, typeof value === "number" && Number.isFinite(value) ? value : null])),
+  );
+  const items = isObject(answer) && Array.isArray(answer.appearances) ? answer.appearances : [];
+  detail.appearances = items.map((item) => pick(item, PICTURE_FIELDS, [], "")).filter((item) => item.run !== null && item.step !== null);
+  return detail;
 }

@@ -2,7 +2,16 @@
 // shape is checked by answers.js before it is returned.
 // URLs are relative to the iframe page's <base href="plugin/batch_images/">.
 
-import { checkBatch, checkHistory, checkRuns, checkStepsPage } from "./answers.js";
+import {
+  checkBatch,
+  checkHistory,
+  checkRuns,
+  checkSampleDetail,
+  checkSamplePictures,
+  checkSampleStats,
+  checkStatsRuns,
+  checkStepNumbers,
+} from "./answers.js";
 
 export class ApiError extends Error {
   constructor(message, status, route) {
@@ -54,6 +63,10 @@ export async function fetchRuns() {
   return checkRuns(await getJson("runs"));
 }
 
+// The first page is the newest steps (the gallery opens on the latest), small so that it
+// paints at once; the rest follow oldest first in big pages of step numbers only (no
+// record is read for them). docs/api.md: /steps `order`, `fields`, `first`.
+export const FIRST_STEPS_PAGE = 200;
 const STEPS_PAGE = 10000;
 
 // The logger's own tag is the plugin's default; other tags are passed along.
@@ -61,15 +74,34 @@ function tagParam(tag) {
   return tag && tag !== "batch_images" ? tag : undefined;
 }
 
-/** Every kept step of a run, ordered by step: [StepSummary]. */
-export async function fetchSteps(run, tag) {
-  const steps = [];
-  for (let offset = 0; ; offset += STEPS_PAGE) {
-    const page = checkStepsPage(await getJson("steps", { run, tag: tagParam(tag), offset, limit: STEPS_PAGE }));
-    steps.push(...page.steps);
-    if (!page.received || offset + page.received >= page.total) break;
-  }
-  return steps;
+/**
+ * A run's kept step numbers, page by page:
+ * {first: Promise<{steps, total, complete}>, all: Promise<[int]>}, both sorted by step.
+ * `first` is the newest page (and `total`, from the first answer); `all` every step,
+ * asked for only once `first` has arrived.
+ */
+export function fetchStepList(run, tag) {
+  const params = { run, tag: tagParam(tag), fields: "step" };
+  const first = getJson("steps", { ...params, order: "newest", limit: FIRST_STEPS_PAGE })
+    .then(checkStepNumbers)
+    .then((page) => ({ steps: page.steps, total: page.total, complete: page.first === 0 }));
+  const all = first.then(async (newest) => {
+    if (newest.complete) return newest.steps;
+    const before = newest.total - newest.steps.length; // steps older than the first page
+    const older = [];
+    for (let offset = 0; offset < before; offset += STEPS_PAGE) {
+      const page = checkStepNumbers(await getJson("steps", { ...params, offset, limit: Math.min(STEPS_PAGE, before - offset) }));
+      older.push(...page.steps);
+      if (!page.received) break;
+    }
+    return unionSorted(older, newest.steps);
+  });
+  all.catch(() => {}); // the caller sees the error when it awaits `all`
+  return { first, all };
+}
+
+function unionSorted(a, b) {
+  return [...new Set([...a, ...b])].sort((x, y) => x - y);
 }
 
 // Logged batches never change: keep the recent ones (navigation, compare, prefetch).
@@ -113,4 +145,38 @@ export async function fetchHistory({ filename, sampleId, runs }) {
 /** The URL of a logged image (for <img src>). */
 export function imageUrl(key) {
   return url("image", { key }).toString();
+}
+
+// -- the Dataset view ----------------------------------------------------------------
+
+/** Runs with per-sample statistics: [{run, steps}]. */
+export async function fetchStatsRuns() {
+  return checkStatsRuns(await getJson("sample_stats_runs"));
+}
+
+// A run's statistics at a step never change (one value per epoch end): keep a few.
+const statsCache = new Map();
+const STATS_CACHE_SIZE = 8;
+
+/** The statistics of `run` at `step` (null: the latest), columns as Float64Arrays. */
+export function fetchSampleStats(run, step) {
+  const key = JSON.stringify([run, step]);
+  if (!statsCache.has(key)) {
+    const pending = getJson("sample_stats", { run, step }).then(checkSampleStats);
+    pending.catch(() => statsCache.delete(key));
+    statsCache.set(key, pending);
+    while (statsCache.size > STATS_CACHE_SIZE) statsCache.delete(statsCache.keys().next().value);
+  }
+  return statsCache.get(key);
+}
+
+/** The latest picture of each of `ids` in `run`: Map(id -> Appearance | null). */
+export async function fetchSamplePictures(run, ids) {
+  if (!ids.length) return new Map();
+  return checkSamplePictures(await getJson("sample_pictures", { run, ids: ids.join(",") }));
+}
+
+/** One sample of a run: its statistics at every epoch and its pictures. */
+export async function fetchSampleDetail(run, sampleId) {
+  return checkSampleDetail(await getJson("sample", { run, sample_id: sampleId }));
 }

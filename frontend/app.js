@@ -4,10 +4,11 @@
 import * as api from "./api.js";
 import { renderColumns } from "./compare.js";
 import { renderDetail } from "./detail.js";
+import { DatasetView } from "./dataset.js";
 import { h, replaceChildren } from "./dom.js";
 import { plural } from "./format.js";
 import { renderHistory } from "./history.js";
-import { groupRuns, indexOfStep, MODES, modeOf, nearestStep, seriesKey, unionSteps } from "./runs.js";
+import { groupName, groupRuns, indexOfStep, MODES, modeOf, nearestStep, seriesKey, unionSteps } from "./runs.js";
 import { classOptions, FLAGS, filterSamples, sortSamples } from "./samples.js";
 import { onUrlChange, readState, stateToParams, writeState } from "./state.js";
 import { Toolbar } from "./toolbar.js";
@@ -32,7 +33,7 @@ export class GalleryApp {
     this.state = readState();
     this.groups = new Map();
     this.runGroup = new Map(); // seriesKey(run, tag) -> group name
-    this.stepsByRun = new Map(); // seriesKey(run, tag) -> Promise<[StepSummary]>
+    this.stepsByRun = new Map(); // seriesKey(run, tag) -> {first, all, steps}: api.fetchStepList
     this.historyByFile = new Map(); // filename -> Promise<[Appearance]>
     this.renderToken = 0;
     this.view = { steps: [], stepIndex: -1, target: null, columns: [] };
@@ -47,8 +48,20 @@ export class GalleryApp {
     this.historyRoot = h("div", { className: "history-root" });
     this.overlayRoot = h("div", { className: "overlay-root" });
     this.header = h("header", { className: "app-header" }, this.toolbar.element);
+    // The Dataset view (dataset.js) shares only the URL state and this switch.
+    this.dataset = new DatasetView({
+      onChange: (patch) => this.setState(patch),
+      onOpenBatch: (item) => {
+        const group = groupName({ run: item.run, tag: item.tag });
+        this.setState({ view: "batches", ds_sample: null, runs: [group], mode: "train", step: item.step, open: { group, index: item.index } });
+      },
+    });
+    this.viewButtons = ["batches", "dataset"].map((view) =>
+      h("button", { type: "button", className: "segment", dataset: { view }, text: view === "batches" ? "Batches" : "Dataset", on: { click: () => this.setState({ view }) } }),
+    );
     replaceChildren(
       root,
+      h("nav", { className: "view-switch", attrs: { "aria-label": "View" } }, h("div", { className: "segmented" }, this.viewButtons)),
       this.header,
       this.notices,
       this.main,
@@ -58,6 +71,7 @@ export class GalleryApp {
       })),
       this.historyRoot,
       this.overlayRoot,
+      this.dataset.element,
     );
     document.addEventListener("keydown", (event) => this.onKey(event));
     // A link pasted into the same tab changes only the fragment: follow it.
@@ -100,7 +114,7 @@ export class GalleryApp {
     for (const group of this.groups.values()) {
       for (const run of Object.values(group.modes)) this.runGroup.set(seriesKey(run.run, run.tag), group.name);
     }
-    if (!this.groups.size) {
+    if (!this.groups.size && this.state.view !== "dataset") {
       this.showEmpty();
       return;
     }
@@ -109,14 +123,40 @@ export class GalleryApp {
     await this.update({ historyChanged: true, quiet });
   }
 
-  loadSteps(run, tag) {
+  /**
+   * A run's steps as far as they have arrived: the newest page first, every step once
+   * the other pages are in (`entry.steps` then holds them). `target`: the step the view
+   * wants; a step older than the first page waits for every page.
+   * Returns {steps, total, complete}.
+   */
+  async loadSteps(run, tag, target) {
     const key = seriesKey(run, tag);
     if (!this.stepsByRun.has(key)) {
-      const pending = api.fetchSteps(run, tag);
-      pending.catch(() => this.stepsByRun.delete(key));
-      this.stepsByRun.set(key, pending);
+      const entry = { ...api.fetchStepList(run, tag), steps: null };
+      entry.first.catch(() => this.stepsByRun.delete(key));
+      entry.all.then(
+        (steps) => {
+          entry.steps = steps;
+        },
+        () => this.stepsByRun.delete(key),
+      );
+      this.stepsByRun.set(key, entry);
     }
-    return this.stepsByRun.get(key);
+    const entry = this.stepsByRun.get(key);
+    if (entry.steps) return { steps: entry.steps, total: entry.steps.length, complete: true };
+    const first = await entry.first;
+    if (first.complete) return first;
+    if (entry.steps) return { steps: entry.steps, total: entry.steps.length, complete: true };
+    if (target === null || (first.steps.length && target >= first.steps[0])) {
+      // Paint now; when every step is in, draw again (the grid is kept: same step).
+      const token = this.renderToken;
+      entry.all.then(() => {
+        if (token === this.renderToken) this.update({ quiet: true });
+      }, () => {});
+      return first;
+    }
+    const steps = await entry.all;
+    return { steps, total: steps.length, complete: true };
   }
 
   // -- state ----------------------------------------------------------------------
@@ -160,12 +200,23 @@ export class GalleryApp {
   /** Redraws from the state; `quiet` (TensorBoard's reload) shows no loading state. */
   async update(options = {}) {
     try {
-      await this.render(options);
+      if (this.showView()) await this.dataset.render(this.state);
+      else if (!this.groups.size) this.showEmpty(); // e.g. only the data map was logged
+      else await this.render(options);
     } catch (error) {
       // A bug, not a bad answer (answers.js checked those): say so, and stay usable.
       console.error(error);
       this.showError("The gallery could not show this view", error);
     }
+  }
+
+  /** Shows the chosen view's elements; true when it is the Dataset view. */
+  showView() {
+    const dataset = this.state.view === "dataset";
+    for (const button of this.viewButtons) button.setAttribute("aria-pressed", String(button.dataset.view === this.state.view));
+    this.dataset.element.hidden = !dataset;
+    for (const element of [this.header, this.notices, this.main, this.hints, this.historyRoot, this.overlayRoot]) element.hidden = dataset || (element === this.header || element === this.hints ? !this.groups.size : false);
+    return dataset;
   }
 
   async render({ historyChanged = false, quiet = false } = {}) {
@@ -180,14 +231,16 @@ export class GalleryApp {
     this.renderNotices(columns);
 
     const stepLists = new Map();
+    const listing = []; // runs whose steps are still arriving (only their newest page)
     const needSteps = columns.filter((column) => column.run && !this.stepsByRun.has(seriesKey(column.run, column.tag)));
     if (needSteps.length && !quiet) this.markLoading("Loading steps…");
     await Promise.all(
       columns.map(async (column) => {
         if (!column.run) return;
         try {
-          const steps = await this.loadSteps(column.run, column.tag);
-          stepLists.set(seriesKey(column.run, column.tag), steps.map((summary) => summary.step));
+          const list = await this.loadSteps(column.run, column.tag, state.step);
+          stepLists.set(seriesKey(column.run, column.tag), list.steps);
+          if (!list.complete) listing.push(list);
         } catch (error) {
           column.error = `Could not load the steps of ${column.run}: ${error.message}`;
         }
@@ -208,7 +261,7 @@ export class GalleryApp {
     for (const column of columns) {
       if (column.run && stepLists.has(seriesKey(column.run, column.tag))) column.step = nearestStep(stepLists.get(seriesKey(column.run, column.tag)), target);
     }
-    this.view = { steps, stepIndex, target, columns, following };
+    this.view = { steps, stepIndex, target, columns, following, listing };
     this.updateToolbar([]);
 
     if (steps.length === 0 && !columns.some((column) => column.error)) {
@@ -263,11 +316,20 @@ export class GalleryApp {
       steps: this.view.steps,
       stepIndex: this.view.stepIndex,
       following: this.view.following,
-      note: this.note,
+      note: this.note || this.listingNote(),
       classOptions: batches.length ? classOptions(batches) : this.lastClassOptions || [],
       flagOptions,
     });
     if (batches.length) this.lastClassOptions = classOptions(batches);
+  }
+
+  /** While pages of steps are arriving: how many of how many are listed. */
+  listingNote() {
+    const listing = this.view.listing || [];
+    if (!listing.length) return "";
+    const total = listing.reduce((sum, list) => sum + list.total, 0);
+    const shown = listing.reduce((sum, list) => sum + list.steps.length, 0);
+    return `Listing steps: the newest ${shown.toLocaleString("en-US")} of ${total.toLocaleString("en-US")} so far…`;
   }
 
   renderMain(columns) {
@@ -537,7 +599,8 @@ export class GalleryApp {
     const target = event.target instanceof Element ? event.target : null;
     const typing = target && target.matches("input, select, textarea") && !target.matches("input[type=checkbox]");
     if (event.key === "Escape") {
-      if (this.state.open) this.setState({ open: null });
+      if (this.state.view === "dataset" && this.state.ds_sample) this.setState({ ds_sample: null });
+      else if (this.state.open) this.setState({ open: null });
       else if (this.state.history !== null) this.setState({ history: null });
       else if (typing) target.blur();
       else return;
@@ -545,6 +608,7 @@ export class GalleryApp {
       return;
     }
     if (typing) return;
+    if (this.state.view === "dataset") return;
     if (this.state.open) {
       if (event.key === "ArrowLeft") this.moveDetail?.(-1);
       else if (event.key === "ArrowRight") this.moveDetail?.(1);

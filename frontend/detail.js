@@ -50,6 +50,16 @@ function topKBars(topK, label) {
   );
 }
 
+/** One row per head of a model with several outputs: its per-sample loss. */
+function headLossRows(headLosses, shown) {
+  if (!headLosses) return [];
+  return Object.entries(headLosses).map(([name, loss]) => {
+    const [key, value] = row(`loss of ${name}`, formatNumber(loss) + (name === shown ? " (shown)" : ""), "head_loss");
+    value.dataset.head = name;
+    return [key, value];
+  });
+}
+
 /**
  * The detail dialog.
  * context: {sample, batch, group, index, count, onPrev, onNext, onClose, onHistory}
@@ -75,9 +85,11 @@ export function renderDetail({ sample, batch, group, index, count, onPrev, onNex
     row("prediction name", formatValue(sample.prediction_name), "prediction_name"),
     row("confidence", formatPercent(sample.confidence), "confidence"),
     row("correct", formatValue(sample.correct), "correct"),
-    row("loss", formatNumber(sample.loss), "loss"),
+    row("loss", formatNumber(sample.loss) + (batch.output ? ` (output ${batch.output})` : ""), "loss"),
+    ...headLossRows(sample.head_losses, batch.output),
     row("flags", (sample.flags || []).join(", ") || "none", "flags"),
     row("image shape", (sample.image_shape || []).join(" × ") || "—", "image_shape"),
+    Array.isArray(sample.input_size) ? row("size as input", sample.input_size.join(" × "), "input_size") : null,
   ];
   if (sample.output_summary) {
     const summary = sample.output_summary;
@@ -106,6 +118,7 @@ export function renderDetail({ sample, batch, group, index, count, onPrev, onNex
     row("samples", `${formatValue(batch.samples_logged)} of ${formatValue(batch.batch_size)}`, "samples"),
     row("selection", formatValue(batch.selection), "selection"),
     row("replica", `${formatValue(batch.replica)} of ${formatValue(batch.num_replicas)}`, "replica"),
+    batch.output ? row("output shown", batch.output, "output") : null,
     row("task", formatValue(batch.task), "task"),
     row("classes", formatValue(batch.num_classes), "num_classes"),
     row("input", `${formatValue(batch.input_shape)} ${formatValue(batch.input_dtype)} ${formatValue(batch.input_layout)}`, "input"),

@@ -27,6 +27,11 @@ export function defaultState() {
     flag: "",
     open: null, // {group, index}: the sample (index in its record) in the detail view
     history: null, // filename whose history strip is shown
+    // The Dataset view (dataset.js): per-sample statistics of whole runs.
+    view: "batches", // or "dataset"
+    ds_runs: [], // run names (e.g. "exp/train") with sample statistics, at most 2
+    ds_epoch: null, // index into a run's statistics steps; null: the latest
+    ds_sample: null, // {run, id}: the sample opened from the data map or the suspects
   };
 }
 
@@ -58,6 +63,13 @@ export function stateToParams(state) {
     params.push(["open_run", state.open.group]);
   }
   if (state.history !== null) params.push(["history", state.history]);
+  if (state.view === "dataset") params.push(["view", "dataset"]);
+  if (state.ds_runs.length) params.push(["ds_runs", joinNames(state.ds_runs)]);
+  if (state.ds_epoch !== null) params.push(["ds_epoch", String(state.ds_epoch)]);
+  if (state.ds_sample) {
+    params.push(["ds_sample", String(state.ds_sample.id)]);
+    params.push(["ds_sample_run", state.ds_sample.run]);
+  }
   return params;
 }
 
@@ -75,6 +87,12 @@ export function paramsToState(params) {
     state.open = { index: Number(get("open")), group: get("open_run") };
   }
   if (get("history") !== null) state.history = get("history");
+  if (get("view") === "dataset") state.view = "dataset";
+  if (get("ds_runs")) state.ds_runs = splitNames(get("ds_runs")).slice(0, 2);
+  if (/^\d+$/.test(get("ds_epoch") || "")) state.ds_epoch = Number(get("ds_epoch"));
+  if (/^\d+$/.test(get("ds_sample") || "") && get("ds_sample_run") !== null) {
+    state.ds_sample = { id: Number(get("ds_sample")), run: get("ds_sample_run") };
+  }
   return state;
 }
 

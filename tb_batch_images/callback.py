@@ -71,8 +71,22 @@ class BatchImageLogger(keras.callbacks.Callback):
             layers are undone for display from their own parameters. A layer name:
             that layer's output (a ValueError at fit start lists the layers if no
             layer has that name). `False`: show `x` as the model received it.
+        output: for a model with several outputs (heads), the name of the one whose
+            prediction and loss are shown: a key of the model's dict of outputs (the
+            keys of `y` and of the compiled loss), or one of `model.output_names` for
+            a list of outputs. Defaults to None: the one head whose compiled loss is a
+            classification loss (cross-entropy), else the first head in the model's
+            own order. Every head's per-sample loss is logged beside it. A name that
+            is no output of the model raises a ValueError at fit start, listing them.
         max_image_size: longest side of a logged image, in pixels; larger inputs are
-            downscaled (never upscaled). Defaults to 256.
+            downscaled (never upscaled; plain bilinear under TensorFlow's XLA, which
+            has no antialiased resize). Defaults to 256. Images whose height and
+            width are unknown when the step is traced (a `tf.data` pipeline that
+            decodes files without resizing, where the model's `Input` does not fix
+            the size either, e.g. `Input((None, None, 3))`) are fitted into it inside
+            the step, each batch at its own size, and each sample records its true
+            size; under TensorFlow the capture buffers then hold
+            `max_image_size x max_image_size` pixels per sample.
         image_format: `"png"` (default, lossless) or `"jpeg"`.
         value_range: `(low, high)`: the input values shown as black and white. Defaults
             to None: uint8 as is; floats in [0, 1], [-1, 1] or [0, 255] recognised per
@@ -108,6 +122,14 @@ class BatchImageLogger(keras.callbacks.Callback):
             off. Device memory: about `40 + 4 * classes` bytes per sample.
         num_samples: how many sample ids there are (ids are `0..num_samples-1`).
             Defaults to None: `len(filenames)` when `filenames=` is given.
+        watchlist: with the data map on, how many of the last epoch's top suspects
+            to capture (picture, prediction, loss) the next time they appear in a
+            training batch, inside the compiled step: no second forward pass.
+            Written once per epoch under the `batch_images_watchlist` tag, so the
+            gallery's Dataset view shows each suspect's picture. Defaults to 32;
+            `0` turns it off. Device memory: `watchlist` pictures at their logged
+            size, float32 unless uint8 (32 of 64x64x3: about 1.6 MB), plus 8 KiB
+            each.
 
     Example:
 
@@ -153,6 +175,7 @@ class BatchImageLogger(keras.callbacks.Callback):
         filenames: Sequence[str] | None = None,
         image_key: str | int | None = None,
         image_layer: str | bool | None = None,
+        output: str | None = None,
         max_image_size: int = 256,
         image_format: str = "png",
         value_range: tuple[float, float] | None = None,
@@ -164,6 +187,7 @@ class BatchImageLogger(keras.callbacks.Callback):
         max_queue: int = 8,
         sample_stats: bool | None = None,
         num_samples: int | None = None,
+        watchlist: int = 32,
     ):
         super().__init__()
         backends.strip_metadata_before_symbolic_build()
@@ -179,6 +203,7 @@ class BatchImageLogger(keras.callbacks.Callback):
         _check_int("max_queue", max_queue, minimum=1)
         if num_samples is not None:
             _check_int("num_samples", num_samples, minimum=1)
+        _check_int("watchlist", watchlist, minimum=0)
         if sample_stats not in (None, True, False):
             raise ValueError(
                 f"sample_stats must be None, True or False, got {sample_stats!r}"
@@ -223,8 +248,14 @@ class BatchImageLogger(keras.callbacks.Callback):
                     f"image_layer must be a layer name, None (automatic) or False "
                     f"(show x), got {image_layer!r}"
                 )
+        if output is not None and not isinstance(output, str):
+            raise ValueError(
+                f"output must be the name of one of the model's outputs, or None "
+                f"(automatic), got {output!r}"
+            )
         self.image_key = image_key
         self.image_layer = image_layer
+        self.output = output
         self.max_image_size = max_image_size
         self.image_format = image_format
         self.value_range = value_range
@@ -236,6 +267,7 @@ class BatchImageLogger(keras.callbacks.Callback):
         self.max_queue = max_queue
         self.sample_stats = sample_stats
         self.num_samples = num_samples
+        self.watchlist = watchlist
         self._stats = None  # a sample_stats.SampleStatsTracker while installed
 
         self._writer: BackgroundWriter | None = None
@@ -279,15 +311,17 @@ class BatchImageLogger(keras.callbacks.Callback):
         self._fit_history = getattr(model, "history", None)
         self._global_step = _optimizer_step(model)
         self._epoch_base = self._global_step
-        self._task, self._from_logits = predictions.task_from_loss(
-            getattr(model, "loss", None)
-        )
         self._disabled = {}
         adapter = self._adapter
+        loss = getattr(model, "loss", None)
         if adapter is None:
+            self._task, self._from_logits = predictions.task_from_loss(loss)
             self._disabled = dict.fromkeys(("train", "validation"), "unsupported")
             return
         adapter.begin_fit(self._global_step)
+        if adapter.heads is not None:  # several outputs: the logged head's loss
+            loss = adapter.heads.losses[adapter.heads.chosen]
+        self._task, self._from_logits = predictions.task_from_loss(loss)
         if self._stats is not None:
             self._stats.begin_fit()
         if not adapter.is_writer():
@@ -493,6 +527,8 @@ class BatchImageLogger(keras.callbacks.Callback):
                 num_replicas=replicas,
                 devices=item.get("devices"),
                 processes=item.get("processes"),
+                head_losses=item.get("head_losses"),
+                image_sizes=item.get("image_sizes"),
             )
             if mode == "train":
                 self._writer.submit(captured_batch)

@@ -10,7 +10,12 @@ pass (so there is no second forward pass). It returns fixed-shape arrays for the
 `samples` chosen samples: their positions in the batch, their pixels (channels last,
 downscaled to `max_image_size`), per-sample pixel statistics, labels and outputs
 (flattened, `VALUES_PER_SAMPLE` values), output statistics, the per-sample loss of the
-compiled loss and the sample ids.
+compiled loss and the sample ids. For a model with several outputs (`Heads`), the
+prediction and loss come from one head and every head's per-sample loss is kept
+(`head_losses`). Images whose height and width are unknown when the step is traced
+(a `tf.data` pipeline that decodes files without resizing, a model with
+`Input((None, None, 3))`) are fitted into `max_image_size` and padded, with their
+true and stored sizes beside them (`image_sizes`).
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ PER_SAMPLE = (
     "losses",
     "sample_ids",
     "filenames",
+    "head_losses",
+    "image_sizes",
 )
 
 
@@ -105,12 +112,17 @@ class InputLayout:
 
     image_key: Any  # dict key or tuple index, None when x is the image tensor
     layout: str  # "HWC", "CHW" or "HW"
-    input_shape: list[int]  # one sample, as the model receives it
+    input_shape: list[int | None]  # one sample, as the model receives it
     input_dtype: str
-    stored_shape: list[int]  # [h, w, c] after layout change and downscaling
+    # [h, w, c] after layout change and downscaling; with `dynamic_size`, the
+    # [max_image_size, max_image_size, c] the fitted images are padded to.
+    stored_shape: list[int]
     stored_dtype: str  # "uint8" or "float32"
     has_sample_id: bool
     has_filename: bool
+    # Height and width unknown when the step is traced: each batch is fitted into
+    # max_image_size (and padded where buffers have a fixed shape), sizes beside it.
+    dynamic_size: bool = False
     # Set when the picture is a layer's output inside the model (see ImageSource).
     image_source: str | None = None
     source_input_dtype: str | None = None  # dtype of x's image, for the range choice
@@ -170,9 +182,129 @@ def find_image(x_spec: Any, image_key: Any) -> tuple[Any, ArraySpec]:
 
 
 def _could_be_image(spec: Any) -> bool:
+    """[batch, h, w], [batch, h, w, c] or [batch, c, h, w] numbers.
+
+    Height and width may be unknown (None) when the channels are known: a pipeline
+    that decodes files without resizing, or a model with `Input((None, None, 3))`.
+    """
     if not isinstance(spec, ArraySpec) or not spec.is_numeric:
         return False
-    return spec.rank in (3, 4) and None not in spec.shape[1:]
+    if spec.rank not in (3, 4):
+        return False
+    dims = spec.shape[1:]
+    if None not in dims:
+        return True
+    if spec.rank == 3:  # [batch, None, None]: no channels to tell an image by
+        return False
+    first, _, last = dims
+    return last in _CHANNELS or (last is None and first in _CHANNELS)
+
+
+_CHANNELS = (1, 2, 3, 4)
+_SPATIAL = {"HWC": (1, 2), "CHW": (2, 3), "HW": (1, 2)}  # axes of one batch
+
+
+def model_input_shapes(model: keras.Model, x_spec: Any) -> Any:
+    """The shapes the model declares for the inputs in `x_spec`, structured alike.
+
+    None where the model declares nothing (a subclassed model) or the structures do
+    not match; entries are tuples with None for unknown dimensions.
+    """
+    try:
+        inputs = list(getattr(model, "inputs", None) or [])
+    except (AttributeError, ValueError):  # a model without known inputs
+        return None
+    struct = getattr(model, "_inputs_struct", None)
+
+    def shape(tensor: Any) -> Any:
+        value = getattr(tensor, "shape", None)
+        return None if value is None else tuple(value)
+
+    if isinstance(x_spec, dict):
+        keys = [key for key in x_spec if key not in fmt.METADATA_KEYS]
+        if isinstance(struct, dict):
+            return {key: shape(struct[key]) for key in keys if key in struct}
+        if len(keys) == 1 and len(inputs) == 1:
+            return {keys[0]: shape(inputs[0])}
+        return None
+    if isinstance(x_spec, (tuple, list)):
+        if len(inputs) == len(x_spec):
+            return type(x_spec)(shape(t) for t in inputs)
+        return None
+    return shape(inputs[0]) if len(inputs) == 1 else None
+
+
+def with_model_shapes(x_spec: Any, model_shapes: Any, concrete: bool) -> Any:
+    """The specs of `x` completed (or generalised) by the model's declared inputs.
+
+    `concrete=False` (a `tf.data` element spec): a dimension the data leaves unknown
+    takes the model's (its `Input` fixes the size the data must have).
+    `concrete=True` (the arrays of one batch, JAX and PyTorch): a height or width the
+    model leaves unknown becomes unknown, since later batches may differ.
+    """
+    if model_shapes is None:
+        return x_spec
+    if isinstance(x_spec, dict) and isinstance(model_shapes, dict):
+        return {
+            key: _with_model_shape(spec, model_shapes.get(key), concrete)
+            for key, spec in x_spec.items()
+        }
+    if isinstance(x_spec, (tuple, list)) and isinstance(model_shapes, (tuple, list)):
+        return type(x_spec)(
+            _with_model_shape(spec, shape, concrete)
+            for spec, shape in zip(x_spec, model_shapes, strict=False)
+        )
+    return _with_model_shape(x_spec, model_shapes, concrete)
+
+
+def _with_model_shape(spec: Any, shape: Any, concrete: bool) -> Any:
+    if not isinstance(spec, ArraySpec) or not isinstance(shape, tuple):
+        return spec
+    if len(shape) != spec.rank or spec.rank not in (3, 4):
+        return spec
+    dims = list(spec.shape)
+    if not concrete:
+        for axis in range(1, spec.rank):
+            if dims[axis] is None and isinstance(shape[axis], int):
+                dims[axis] = shape[axis]
+        return dataclasses.replace(spec, shape=tuple(dims))
+    if None not in dims[1:] and _could_be_image(spec):
+        layout = _layout_of(
+            [int(d) for d in dims[1:]], keras.config.image_data_format()
+        )
+        general = list(dims)
+        for axis in _SPATIAL[layout]:
+            if shape[axis] is None:
+                general[axis] = None
+        widened = dataclasses.replace(spec, shape=tuple(general))
+        if _could_be_image(widened):
+            return widened
+    return spec
+
+
+def _layout_of(sample_shape: list[int | None], data_format: str) -> str:
+    if len(sample_shape) == 2:
+        return "HW"
+    return "CHW" if _is_channels_first(sample_shape, data_format) else "HWC"
+
+
+def unknown_size(spec: Any) -> Any:
+    """`spec` with its height and width unknown (a source layer of a dynamic input)."""
+    if not isinstance(spec, ArraySpec) or not _could_be_image(spec):
+        return spec
+    if spec.rank != 4 or None in spec.shape[1:]:
+        return spec
+    layout = _layout_of(list(spec.shape[1:]), keras.config.image_data_format())
+    dims = list(spec.shape)
+    for axis in _SPATIAL[layout]:
+        dims[axis] = None
+    return dataclasses.replace(spec, shape=tuple(dims))
+
+
+def fitted_size(height: int, width: int, max_image_size: int) -> tuple[int, int]:
+    """(h, w) of an image of that size downscaled to fit max_image_size (never up)."""
+    scale = min(1.0, max_image_size / max(height, width, 1))
+    return max(1, round(height * scale)), max(1, round(width * scale))
 
 
 def layout_for(
@@ -183,21 +315,26 @@ def layout_for(
 ) -> InputLayout:
     """Decides how to capture the image input described by `x_spec` (ArraySpecs)."""
     key, spec = find_image(x_spec, image_key)
-    sample_shape = [int(d) for d in spec.shape[1:]]
-    if len(sample_shape) == 2:
-        layout = "HW"
+    sample_shape = [None if d is None else int(d) for d in spec.shape[1:]]
+    layout = _layout_of(sample_shape, data_format)
+    if layout == "HW":
         height, width, channels = sample_shape[0], sample_shape[1], 1
-    elif _is_channels_first(sample_shape, data_format):
-        layout = "CHW"
+    elif layout == "CHW":
         channels, height, width = sample_shape
     else:
-        layout = "HWC"
         height, width, channels = sample_shape
-    scale = min(1.0, max_image_size / max(height, width))
-    stored_h = max(1, round(height * scale))
-    stored_w = max(1, round(width * scale))
-    downscaled = (stored_h, stored_w) != (height, width)
-    stored_dtype = "uint8" if spec.dtype == "uint8" and not downscaled else "float32"
+    dynamic = height is None or width is None
+    if dynamic:
+        # Fitted into max_image_size per batch, in the step; a uint8 input stays
+        # uint8 (resized values are rounded back), which keeps the buffers small.
+        stored_h = stored_w = max_image_size
+        stored_dtype = "uint8" if spec.dtype == "uint8" else "float32"
+    else:
+        stored_h, stored_w = fitted_size(height, width, max_image_size)
+        downscaled = (stored_h, stored_w) != (height, width)
+        stored_dtype = (
+            "uint8" if spec.dtype == "uint8" and not downscaled else "float32"
+        )
     has = isinstance(x_spec, dict)
     return InputLayout(
         image_key=key,
@@ -208,10 +345,11 @@ def layout_for(
         stored_dtype=stored_dtype,
         has_sample_id=has and fmt.SAMPLE_ID_KEY in x_spec,
         has_filename=has and fmt.FILENAME_KEY in x_spec,
+        dynamic_size=dynamic,
     )
 
 
-def _is_channels_first(sample_shape: list[int], data_format: str) -> bool:
+def _is_channels_first(sample_shape: list[int | None], data_format: str) -> bool:
     first, last = sample_shape[0], sample_shape[-1]
     if data_format == "channels_first":
         return first in (1, 2, 3, 4)
@@ -439,6 +577,101 @@ def per_sample_loss_fn(loss: Any) -> Callable | None:
     return per_sample
 
 
+# -- models with several outputs ---------------------------------------------------
+@dataclasses.dataclass
+class Heads:
+    """The outputs (heads) of a model with several, in the model's own order.
+
+    `chosen` gives the logged prediction and loss; `losses` are the compiled loss of
+    each head (for reading its outputs as classes), `loss_fns` their per-sample form.
+    """
+
+    names: list[str]
+    chosen: int
+    losses: list[Any]
+    loss_fns: list[Callable | None]
+
+    @property
+    def chosen_name(self) -> str:
+        return self.names[self.chosen]
+
+    def pick(self, structure: Any, index: int) -> Any:
+        """Head `index`'s entry of `y` or `y_pred` (a dict, list or tuple), or None."""
+        if isinstance(structure, dict):
+            return structure.get(self.names[index])
+        if isinstance(structure, (list, tuple)):
+            return structure[index] if index < len(structure) else None
+        return None
+
+
+def output_names(model: keras.Model) -> list[str] | None:
+    """The model's outputs in its own order (None: one output, or not known).
+
+    A dict of outputs keeps the order it was written in (its keys are the names the
+    compiled loss and `y` use); a list keeps its order (names: `model.output_names`).
+    Keras flattens a dict in sorted key order, which is not the model's order.
+    """
+    structure = getattr(model, "_outputs_struct", None)
+    if isinstance(structure, dict):
+        names = [str(key) for key in structure]
+    elif isinstance(structure, (list, tuple)):
+        names = [str(name) for name in getattr(model, "output_names", None) or []]
+        if len(names) != len(structure):
+            names = [f"output_{i}" for i in range(len(structure))]
+    else:
+        return None
+    return names if len(names) > 1 else None
+
+
+def find_heads(model: keras.Model, output: str | None) -> Heads | None:
+    """The heads of a model with several outputs, the logged one chosen; else None.
+
+    `output=None`: the one head whose compiled loss is a classification loss, else
+    the first head in the model's order. A name: that head (raises ValueError listing
+    the heads when no head has that name).
+    """
+    from tb_batch_images import predictions
+
+    names = output_names(model)
+    if names is None:
+        if output is not None:
+            single = [str(n) for n in getattr(model, "output_names", None) or []]
+            if single and output not in single:
+                raise ValueError(
+                    f"output={output!r} names no output of the model; it has one "
+                    f"output, {single[0]!r} (leave output= unset)"
+                )
+        return None
+    loss = getattr(model, "loss", None)
+    if isinstance(loss, dict):
+        losses = [loss.get(name) for name in names]
+    elif isinstance(loss, (list, tuple)) and len(loss) == len(names):
+        losses = list(loss)
+    else:  # one loss for every output, as compile() applies it
+        losses = [loss] * len(names)
+    if output is not None:
+        if output not in names:
+            raise ValueError(
+                f"output={output!r} names no output of the model; its outputs are "
+                f"{names}"
+            )
+        chosen = names.index(output)
+    else:
+        classifying = [
+            i
+            for i, head_loss in enumerate(losses)
+            if head_loss is not None
+            and predictions.task_from_loss(head_loss)[0] != predictions.RAW
+        ]
+        chosen = classifying[0] if len(classifying) == 1 else 0
+    return Heads(
+        names=names,
+        chosen=chosen,
+        losses=losses,
+        loss_fns=[per_sample_loss_fn(head_loss) for head_loss in losses],
+    )
+
+
 def _same_rank(y_true: Any, y_pred: Any) -> tuple[Any, Any]:
     """Keras's rule: when ranks differ by one and the larger ends in 1, match them."""
     ops = keras.ops
@@ -486,23 +719,27 @@ class SampleSelector:
         samples: int,
         selection: str,
         loss_fn: Callable | None,
+        heads: Heads | None = None,
     ):
         self.layout = layout
         self.samples = samples
         self.selection = selection
-        self.loss_fn = loss_fn
+        self.heads = heads
+        self.loss_fn = loss_fn if heads is None else heads.loss_fns[heads.chosen]
         self.label_shape: list[int | None] | None = None
         self.output_shape: list[int | None] | None = None
         self.has_loss = False
+        self.has_head_losses = False
+        # Antialiased downscaling; XLA has no kernel for it (TensorFlow's
+        # ScaleAndTranslate), so the TensorFlow adapter turns it off under XLA.
+        self.antialias = True
 
     def select(self, image: Any, metadata: dict, y: Any, y_pred: Any) -> dict:
         """The chosen samples of one batch, as fixed-shape arrays (see module doc)."""
         ops = keras.ops
         n = self.samples
         batch = ops.shape(image)[0]
-        label = first_leaf(y)
-        output = first_leaf(y_pred)
-
+        label, output = self._label_output(y, y_pred)
         full_loss = None
         if self.selection == "highest_loss":
             full_loss = self._loss(label, output)
@@ -516,16 +753,39 @@ class SampleSelector:
         else:
             order = ops.arange(batch)
         index = ops.take(order, ops.minimum(ops.arange(n), batch - 1), axis=0)
-        count = ops.minimum(n, batch)
+        return self.take(image, metadata, y, y_pred, index, full_loss)
 
+    def take(
+        self,
+        image: Any,
+        metadata: dict,
+        y: Any,
+        y_pred: Any,
+        index: Any,
+        full_loss: Any = None,
+    ) -> dict:
+        """The samples at `index` (`[samples]` positions in the batch), as `select`.
+
+        Also used by the watchlist (`tb_batch_images.watchlist`), which chooses its
+        positions by sample id. `full_loss`: the whole batch's per-sample loss, if
+        `select` computed it already.
+        """
+        ops = keras.ops
+        n = self.samples
+        batch = ops.shape(image)[0]
+        heads = self.heads
+        label, output = self._label_output(y, y_pred)
+        count = ops.minimum(n, batch)
         result = {
             "count": ops.cast(count, "int32"),
             "batch_size": ops.cast(batch, "int32"),
             "positions": ops.cast(index, "int32"),
         }
-        result["images"], result["image_stats"] = self._pixels(
+        result["images"], result["image_stats"], sizes = self._pixels(
             ops.take(image, index, axis=0)
         )
+        if sizes is not None:
+            result["image_sizes"] = sizes
         if label is not None:
             result["labels"], self.label_shape = _flatten_padded(
                 ops.take(label, index, axis=0), n
@@ -546,30 +806,62 @@ class SampleSelector:
             )
             if chosen_loss is not None:
                 result["losses"] = chosen_loss
+        if heads is not None:
+            head_losses = self._head_losses(heads, index, y, y_pred, result)
+            if head_losses is not None:
+                result["head_losses"] = head_losses
         if fmt.SAMPLE_ID_KEY in metadata:
             ids = ops.reshape(metadata[fmt.SAMPLE_ID_KEY], (-1,))
             result["sample_ids"] = ops.cast(ops.take(ids, index, axis=0), "int32")
         return result
 
+    def _label_output(self, y: Any, y_pred: Any) -> tuple[Any, Any]:
+        """The label and output of the logged head (the only one, or `heads.chosen`)."""
+        if self.heads is None:
+            return first_leaf(y), first_leaf(y_pred)
+        chosen = self.heads.chosen
+        return self.heads.pick(y, chosen), self.heads.pick(y_pred, chosen)
+
     def _loss(self, label: Any, output: Any) -> Any:
-        if self.loss_fn is None or label is None or output is None:
-            return None
-        ops = keras.ops
-        try:
-            values = ops.cast(self.loss_fn(label, output), "float32")
-        except Exception:  # a loss we cannot call per sample: no loss shown
-            return None
-        rank = len(values.shape)
-        if rank == 0:
-            return None
-        if rank > 1:
-            values = ops.mean(values, axis=tuple(range(1, rank)))
-        self.has_loss = True
+        values = _per_sample(self.loss_fn, label, output)
+        if values is not None:
+            self.has_loss = True
         return values
 
-    def _pixels(self, image: Any) -> tuple[Any, Any]:
-        """Layout to [n, h, w, c], per-sample stats, downscale if too large."""
+    def _head_losses(self, heads: Heads, index: Any, y: Any, y_pred: Any, result):
+        """[n, heads]: every head's per-sample loss of the chosen samples (NaN: none)."""
         ops = keras.ops
+        columns, any_loss = [], False
+        for i, loss_fn in enumerate(heads.loss_fns):
+            values = result.get("losses") if i == heads.chosen else None
+            label, output = heads.pick(y, i), heads.pick(y_pred, i)
+            if values is None and label is not None and output is not None:
+                values = _per_sample(
+                    loss_fn,
+                    ops.take(label, index, axis=0),
+                    ops.take(output, index, axis=0),
+                )
+            if values is None:
+                values = ops.full((self.samples,), np.nan, "float32")
+            else:
+                any_loss = True
+            columns.append(ops.reshape(values, (self.samples,)))
+        if not any_loss:
+            return None
+        self.has_head_losses = True
+        return ops.stack(columns, axis=1)
+
+    def _pixels(self, image: Any) -> tuple[Any, Any, Any]:
+        """Layout to [n, h, w, c], per-sample stats, downscale if too large.
+
+        Returns (images, stats, sizes): `sizes` is None, or with `dynamic_size` the
+        [n, 4] int32 (true height, true width, stored height, stored width).
+        """
+        ops = keras.ops
+        layout = self.layout
+        if not layout.dynamic_size and None in tuple(image.shape[1:]):
+            # Unknown when traced, but fixed by the model's Input: say so statically.
+            image = ops.reshape(image, (-1, *layout.input_shape))
         if self.layout.layout == "HW":
             image = ops.expand_dims(image, -1)
         elif self.layout.layout == "CHW":
@@ -586,19 +878,112 @@ class SampleSelector:
             ],
             axis=1,
         )
+        if layout.dynamic_size:
+            images, sizes = self._fitted(image, as_float, finite)
+            return images, stats, sizes
         stored_h, stored_w, _ = self.layout.stored_shape
         if list(image.shape[1:3]) != [stored_h, stored_w]:
-            resized = ops.image.resize(
-                ops.where(finite, as_float, 0.0),
-                (stored_h, stored_w),
-                interpolation="bilinear",
-                antialias=True,
-                data_format="channels_last",
-            )
-            return resized, stats
+            size = (stored_h, stored_w)
+            return _resized(as_float, finite, size, self.antialias), stats, None
         if self.layout.stored_dtype == "uint8":
-            return image, stats
-        return as_float, stats
+            return image, stats, None
+        return as_float, stats, None
+
+    def _fitted(self, image: Any, as_float: Any, finite: Any) -> tuple[Any, Any]:
+        """An image batch of unknown size, fitted into max_image_size.
+
+        JAX and PyTorch trace with concrete shapes: the size is computed here, and the
+        fitted batch leaves the step at its own size. Only a TensorFlow graph has an
+        unknown height or width: the batch is fitted in the graph and padded into the
+        fixed [max_image_size, max_image_size] of the capture buffers.
+        """
+        ops = keras.ops
+        n = self.samples
+        side = self.layout.stored_shape[0]
+        uint8 = self.layout.stored_dtype == "uint8"
+        height, width = image.shape[1], image.shape[2]
+        if height is not None and width is not None:
+            height, width = int(height), int(width)
+            stored_h, stored_w = fitted_size(height, width, side)
+            if (stored_h, stored_w) == (height, width):
+                fitted = image if uint8 else as_float
+            else:
+                size = (stored_h, stored_w)
+                fitted = _resized(as_float, finite, size, self.antialias)
+                if uint8:
+                    fitted = ops.cast(ops.clip(ops.round(fitted), 0, 255), "uint8")
+            sizes = ops.convert_to_tensor(
+                np.tile(
+                    np.asarray([[height, width, stored_h, stored_w]], "int32"), (n, 1)
+                )
+            )
+            return fitted, sizes
+        return _fitted_in_graph(image, as_float, finite, side, uint8, n, self.antialias)
+
+
+def _resized(as_float: Any, finite: Any, size: tuple[Any, Any], antialias: bool) -> Any:
+    return keras.ops.image.resize(
+        keras.ops.where(finite, as_float, 0.0),
+        size,
+        interpolation="bilinear",
+        antialias=antialias,
+        data_format="channels_last",
+    )
+
+
+def _fitted_in_graph(
+    image, as_float, finite, side: int, uint8: bool, n: int, antialias: bool
+):
+    """TensorFlow graph, size unknown when traced: fit, pad to [side, side], sizes."""
+    import tensorflow as tf  # only a TensorFlow graph has sizes unknown when traced
+
+    shape = tf.shape(image)
+    height, width = shape[1], shape[2]
+    scale = tf.minimum(1.0, side / tf.cast(tf.maximum(height, width), tf.float32))
+
+    def scaled(length):
+        stored = tf.round(tf.cast(length, tf.float32) * scale)
+        return tf.maximum(1, tf.cast(stored, tf.int32))
+
+    stored_h, stored_w = scaled(height), scaled(width)
+    stored_dtype = tf.uint8 if uint8 else tf.float32
+
+    def resize():
+        values = tf.image.resize(
+            tf.where(finite, as_float, 0.0), [stored_h, stored_w], antialias=antialias
+        )
+        if uint8:
+            return tf.cast(tf.clip_by_value(tf.round(values), 0, 255), tf.uint8)
+        return values
+
+    def keep():
+        return tf.cast(image, stored_dtype) if uint8 else as_float
+
+    needs_resize = tf.logical_or(
+        tf.not_equal(stored_h, height), tf.not_equal(stored_w, width)
+    )
+    fitted = tf.cond(needs_resize, resize, keep)
+    padded = tf.image.pad_to_bounding_box(fitted, 0, 0, side, side)
+    padded = tf.reshape(padded, [n, side, side, image.shape[-1]])
+    row = tf.stack([height, width, stored_h, stored_w])
+    return padded, tf.tile(tf.cast(row, tf.int32)[tf.newaxis], [n, 1])
+
+
+def _per_sample(loss_fn: Callable | None, label: Any, output: Any) -> Any:
+    """The per-sample loss [n] of one head, or None where it cannot be computed."""
+    if loss_fn is None or label is None or output is None:
+        return None
+    ops = keras.ops
+    try:
+        values = ops.cast(loss_fn(label, output), "float32")
+    except Exception:  # a loss we cannot call per sample: no loss shown
+        return None
+    rank = len(values.shape)
+    if rank == 0:
+        return None
+    if rank > 1:
+        values = ops.mean(values, axis=tuple(range(1, rank)))
+    return values
 
 
 def _pseudo_random(image: Any, batch: Any) -> Any:

@@ -26,10 +26,16 @@ BATCHES_TAG = "batch_images"
 STATUS_TAG = "batch_images_status"
 # Every sample's training dynamics, once per epoch (train run only).
 SAMPLE_STATS_TAG = "batch_images_sample_stats"
+# Pictures of the watchlist (the last epoch's top suspects), captured the next time
+# they appear in a training batch: batch records of their own tag and kind.
+WATCHLIST_TAG = "batch_images_watchlist"
 
 KIND_BATCHES = "batches"
 KIND_STATUS = "status"
 KIND_SAMPLE_STATS = "sample_stats"
+KIND_WATCHLIST = "watchlist"
+# Kinds whose values are batch records (element 0) followed by images.
+BATCH_RECORD_KINDS = (KIND_BATCHES, KIND_WATCHLIST)
 SAMPLE_STATS_VERSION = 1
 
 # The columns of a sample-stats value, in order (float32, one row per sample id).

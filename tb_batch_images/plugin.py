@@ -103,6 +103,8 @@ class BatchImagesPlugin(base_plugin.TBPlugin):
             "/history": self._serve_history,
             "/sample_stats": self._serve_sample_stats,
             "/sample_stats_runs": self._serve_sample_stats_runs,
+            "/sample": self._serve_sample,
+            "/sample_pictures": self._serve_sample_pictures,
             "/index.js": self._serve_index,
             "/static/*": self._serve_static,
         }
@@ -130,19 +132,36 @@ class BatchImagesPlugin(base_plugin.TBPlugin):
         run, tag = _required(request, "run"), _tag(request)
         offset = _integer(request, "offset", default=0, minimum=0)
         limit = _integer(request, "limit", default=1000, minimum=1, maximum=_MAX_PAGE)
+        order = _choice(request, "order", ("oldest", "newest"))
+        fields = _choice(request, "fields", ("summary", "step"))
         series = self._data.batch_series(ctx, experiment, run, tag)
-        page = self._data.step_infos(
-            ctx, run, tag, series.steps[offset : offset + limit]
-        )
+        total = len(series.steps)
+        # A page is `limit` steps, `offset` from the oldest (or the newest) step;
+        # either way the page itself is ordered by step, and `first` is the index of
+        # its first step in the whole list.
+        if order == "newest":
+            end = max(0, total - offset)
+            first = max(0, end - limit)
+        else:
+            first = min(offset, total)
+            end = min(total, offset + limit)
+        refs = series.steps[first:end]
+        if fields == "step":  # step numbers only: no record is read
+            page: list[Any] = [ref.step for ref in refs]
+        else:
+            infos = self._data.step_infos(ctx, run, tag, refs)
+            page = [info.summary() for info in infos]
         return _json(
             request,
             {
                 "run": run,
                 "tag": tag,
-                "total": len(series.steps),
+                "total": total,
                 "offset": offset,
                 "limit": limit,
-                "steps": [info.summary() for info in page],
+                "order": order,
+                "first": first,
+                "steps": page,
             },
         )
 
@@ -190,6 +209,28 @@ class BatchImagesPlugin(base_plugin.TBPlugin):
         step = _integer(request, "step") if request.args.get("step") else None
         answer = plugin_sample_stats.sample_stats(
             self._provider, ctx, experiment, _required(request, "run"), step
+        )
+        return _json(request, answer)
+
+    @_route
+    def _serve_sample(self, request: wrappers.Request) -> wrappers.Response:
+        ctx, experiment = _context(request)
+        run = _required(request, "run")
+        sample_id = _integer(request, "sample_id", minimum=0)
+        answer = plugin_sample_stats.sample_detail(
+            self._data, ctx, experiment, run, sample_id
+        )
+        return _json(request, answer)
+
+    @_route
+    def _serve_sample_pictures(self, request: wrappers.Request) -> wrappers.Response:
+        ctx, experiment = _context(request)
+        run = _required(request, "run")
+        ids = _integer_list(
+            request, "ids", maximum_items=plugin_sample_stats.MAX_PICTURE_IDS
+        )
+        answer = plugin_sample_stats.sample_pictures(
+            self._data, ctx, experiment, run, ids
         )
         return _json(request, answer)
 
@@ -273,6 +314,16 @@ def _optional(request: wrappers.Request, name: str) -> str | None:
     return request.args.get(name) or None
 
 
+def _choice(request: wrappers.Request, name: str, choices: tuple[str, ...]) -> str:
+    """One of `choices` (the first when missing); anything else is a 400."""
+    value = request.args.get(name) or choices[0]
+    if value not in choices:
+        raise errors.InvalidArgumentError(
+            f"parameter {name!r} must be one of {', '.join(choices)}"
+        )
+    return value
+
+
 def _tag(request: wrappers.Request) -> str:
     return _optional(request, "tag") or fmt.BATCHES_TAG
 
@@ -296,6 +347,25 @@ def _integer(
             f"parameter {name!r} must be an integer from {minimum} to {maximum}"
         )
     return int(text)
+
+
+def _integer_list(
+    request: wrappers.Request, name: str, *, maximum_items: int
+) -> list[int]:
+    """A required comma-separated list of non-negative decimal integers."""
+    text = _required(request, name)
+    items = text.split(",")
+    if len(items) > maximum_items:
+        raise errors.InvalidArgumentError(
+            f"parameter {name!r} holds more than {maximum_items} items"
+        )
+    if not all(
+        _INTEGER.fullmatch(item) and 0 <= int(item) <= _INT64_MAX for item in items
+    ):
+        raise errors.InvalidArgumentError(
+            f"parameter {name!r} must be comma-separated integers from 0 to {_INT64_MAX}"
+        )
+    return list(dict.fromkeys(int(item) for item in items))
 
 
 # -- answers ---------------------------------------------------------------------

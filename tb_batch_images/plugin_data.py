@@ -129,7 +129,7 @@ class Series:
 
     run: str
     tag: str
-    kind: str  # fmt.KIND_BATCHES or fmt.KIND_STATUS
+    kind: str  # fmt.KIND_BATCHES, KIND_WATCHLIST, KIND_STATUS or KIND_SAMPLE_STATS
     fingerprint: tuple[Any, ...]
     steps: tuple[StepRef, ...]  # ordered by step
     by_step: dict[int, StepRef]
@@ -230,7 +230,7 @@ class BatchImagesData:
         return self._refresh(ctx, experiment, listing)
 
     def batch_series(self, ctx: Any, experiment: str, run: str, tag: str) -> Series:
-        """The current steps of one batches time series; NotFoundError if unknown.
+        """The current steps of a batches or watchlist series; NotFoundError if unknown.
 
         Only names the provider has listed are passed back to it: an unknown name is
         looked up in a full listing first.
@@ -248,7 +248,7 @@ class BatchImagesData:
         if not known:
             self._forget_missing(listing)
         metadatum = listing.get(run, {}).get(tag)
-        if metadatum is None or _kind(metadatum) != fmt.KIND_BATCHES:
+        if metadatum is None or _kind(metadatum) not in fmt.BATCH_RECORD_KINDS:
             with self._lock:
                 self._series.pop((run, tag), None)
             if not known and run not in listing:

@@ -65,13 +65,19 @@ class LoggedBatch:
     warnings: list[str] = dataclasses.field(default_factory=list)
 
 
-def read_batches(logdir: str, run: str | None = None) -> Iterator[LoggedBatch]:
+def read_batches(
+    logdir: str, run: str | None = None, watchlist: bool = False
+) -> Iterator[LoggedBatch]:
     """Yields every logged batch under `logdir` (searched recursively).
 
     Batches come run by run (sorted by name), each run's in step order. Every step is
     read (no sampling). `run` restricts to one run, named relative to `logdir` as
-    TensorBoard names it (e.g. `"train"` or `"exp1/validation"`).
+    TensorBoard names it (e.g. `"train"` or `"exp1/validation"`). `watchlist=True`
+    yields the watchlist captures instead (`batch_images_watchlist`: one batch per
+    epoch, the last epoch's top suspects as they next appeared in training batches;
+    each sample's `record["batch"]` is the batch it was captured in).
     """
+    wanted = fmt.KIND_WATCHLIST if watchlist else fmt.KIND_BATCHES
     multiplexer = plugin_event_multiplexer.EventMultiplexer(
         tensor_size_guidance={fmt.PLUGIN_NAME: 0}
     )
@@ -82,7 +88,7 @@ def read_batches(logdir: str, run: str | None = None) -> Iterator[LoggedBatch]:
         if run is not None and run_name != run:
             continue
         for tag, content in runs[run_name].items():
-            if fmt.parse_plugin_content(content)["kind"] != fmt.KIND_BATCHES:
+            if fmt.parse_plugin_content(content)["kind"] != wanted:
                 continue
             events = sorted(multiplexer.Tensors(run_name, tag), key=lambda e: e.step)
             for event in events:

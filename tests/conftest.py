@@ -521,6 +521,21 @@ class Gallery:
             "columns => Object.fromEntries(columns.map(c => [c.dataset.group, Number(c.dataset.step)]))",
         )
 
+    def injected_markup(self) -> int:
+        """Elements that markup in the data would have made: the image of
+        `<img src=x onerror=...>` or any onerror attribute, in the iframe and the page.
+
+        Wait a moment first: an injected handler fires after the image fails to load.
+        """
+        return sum(
+            frame.evaluate(
+                """() => [...document.querySelectorAll('img')].filter(i =>
+                       i.getAttribute('src') === 'x' || i.hasAttribute('onerror')).length
+                     + document.querySelectorAll('[onerror]').length"""
+            )
+            for frame in (self.frame, self.page.main_frame)
+        )
+
     def screenshot(self, name: str) -> None:
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         self.page.wait_for_timeout(250)  # let the last images decode

@@ -150,6 +150,36 @@ def test_steps_paginate(server: PluginServer):
     assert server.json("/steps", run=TRAIN, offset=10**6)["steps"] == []
 
 
+def test_steps_page_from_the_newest_and_as_step_numbers_only(server: PluginServer):
+    last = KERAS_TRAIN_STEPS - 1
+    newest = server.json("/steps", run=TRAIN, order="newest", limit=4)
+    assert [s["step"] for s in newest["steps"]] == [last - 3, last - 2, last - 1, last]
+    assert (newest["total"], newest["first"], newest["order"]) == (
+        KERAS_TRAIN_STEPS,
+        KERAS_TRAIN_STEPS - 4,
+        "newest",
+    )
+    before = server.json("/steps", run=TRAIN, order="newest", offset=4, limit=4)
+    assert [s["step"] for s in before["steps"]] == list(range(last - 7, last - 3))
+    numbers = server.json(
+        "/steps", run=TRAIN, order="newest", offset=16, limit=4, fields="step"
+    )
+    assert numbers["steps"] == [0, 1] and numbers["first"] == 0
+    every = server.json("/steps", run=TRAIN, fields="step", limit=10000)
+    assert every["steps"] == list(range(KERAS_TRAIN_STEPS))
+    past = server.json("/steps", run=TRAIN, order="newest", offset=10**6)
+    assert past["steps"] == [] and past["first"] == 0
+    # Old clients (no order, no fields) get the answer they always got.
+    old = server.json("/steps", run=TRAIN)
+    assert (old["offset"], old["limit"], old["first"], old["order"]) == (
+        0,
+        1000,
+        0,
+        "oldest",
+    )
+    assert [s["step"] for s in old["steps"]] == list(range(KERAS_TRAIN_STEPS))
+
+
 def test_samples_carry_every_field_of_the_record_and_an_image_key(server: PluginServer):
     batch = server.json("/samples", run=TRAIN, step=7)
     assert (batch["run"], batch["step"], batch["epoch"], batch["batch"]) == (
@@ -445,6 +475,8 @@ BAD_REQUESTS = [
     ("/steps", {"run": TRAIN, "offset": "x"}, 400, "offset"),
     ("/steps", {"run": TRAIN, "limit": "0"}, 400, "limit"),
     ("/steps", {"run": TRAIN, "limit": "10001"}, 400, "limit"),
+    ("/steps", {"run": TRAIN, "order": "random"}, 400, "order"),
+    ("/steps", {"run": TRAIN, "fields": "all"}, 400, "fields"),
     ("/steps", {"run": TRAIN, "limit": "9" * 40}, 400, "limit"),
     ("/samples", {"run": TRAIN}, 400, "step"),
     ("/samples", {"step": "1"}, 400, "run"),

@@ -70,3 +70,24 @@ def test_readme_augmentation_in_the_model_logs_the_layer_output(tmp_path, run_py
     assert len(sources) == 4
     assert all(line.startswith("SOURCE rescaling ") for line in sources)
     assert all("rescaled" not in line for line in sources)
+
+
+def test_readme_several_heads_logs_the_classification_head_and_every_loss(
+    tmp_path, run_python
+):
+    (snippet,) = section_snippets("Several heads")
+    check = (
+        "\nfrom tb_batch_images import read_batches\n"
+        "for b in read_batches('logs/heads'):\n"
+        "    for s in b.samples:\n"
+        "        print('HEAD', b.record['output'], s.label,\n"
+        "              sorted(s.record['head_losses']), b.warnings)\n"
+    )
+    result = run_python(["-c", snippet + check], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [line for line in result.stdout.splitlines() if line.startswith("HEAD")]
+    assert len(lines) == 4 * 16
+    for line in lines:
+        _, output, label, rest = line.split(" ", 3)
+        assert output == "cls" and label in ("0", "1", "2")
+        assert rest == "['box', 'cls'] []"

@@ -11,7 +11,7 @@ TORCH_SPEC ?= torch==2.13.0+cpu
 BACKEND_SUITES ?= tests/test_capture_correspondence.py tests/test_backends.py \
 	tests/test_model_preprocessing.py tests/test_datasets.py \
 	tests/test_bad_inputs.py tests/test_sample_stats.py tests/test_heads.py \
-	tests/test_watchlist.py tests/test_unknown_size.py
+	tests/test_watchlist.py tests/test_unknown_size.py tests/test_masks.py
 BACKENDS ?= jax torch
 
 .PHONY: demo test test-backends lint setup clean

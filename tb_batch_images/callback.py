@@ -529,6 +529,8 @@ class BatchImageLogger(keras.callbacks.Callback):
                 processes=item.get("processes"),
                 head_losses=item.get("head_losses"),
                 image_sizes=item.get("image_sizes"),
+                label_maps=item.get("label_maps"),
+                output_maps=item.get("output_maps"),
             )
             if mode == "train":
                 self._writer.submit(captured_batch)

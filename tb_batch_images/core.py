@@ -45,7 +45,12 @@ PER_SAMPLE = (
     "filenames",
     "head_losses",
     "image_sizes",
+    "label_maps",
+    "output_maps",
 )
+# Mask kinds of dense (per-pixel) labels and outputs (docs/format.md, "masks").
+MASK_CLASSES, MASK_BINARY, MASK_VALUES = fmt.MASK_KINDS
+_CLASS_TASKS = ("sparse_categorical", "categorical")
 
 
 class CaptureError(ValueError):
@@ -720,8 +725,12 @@ class SampleSelector:
         selection: str,
         loss_fn: Callable | None,
         heads: Heads | None = None,
+        task: str | None = None,
     ):
         self.layout = layout
+        # The task read from the loss (tb_batch_images.predictions): how dense maps
+        # are read (classes, one sigmoid channel, or values). None: no maps kept.
+        self.task = task
         self.samples = samples
         self.selection = selection
         self.heads = heads
@@ -730,6 +739,12 @@ class SampleSelector:
         self.output_shape: list[int | None] | None = None
         self.has_loss = False
         self.has_head_losses = False
+        # Dense maps (set when traced): their kind (MASK_*), whether the label is one
+        # too, the classes of a "classes" output, and why a map-shaped output got none.
+        self.mask_kind: str | None = None
+        self.has_label_map = False
+        self.mask_classes: int | None = None
+        self.no_mask_reason: str | None = None
         # Antialiased downscaling; XLA has no kernel for it (TensorFlow's
         # ScaleAndTranslate), so the TensorFlow adapter turns it off under XLA.
         self.antialias = True
@@ -798,6 +813,12 @@ class SampleSelector:
                 [ops.min(flat, axis=1), ops.max(flat, axis=1), ops.mean(flat, axis=1)],
                 axis=1,
             )
+            chosen_label = None if label is None else ops.take(label, index, axis=0)
+            maps = self._dense_maps(chosen_label, chosen_output)
+            if maps is not None:
+                result["output_maps"] = maps[1]
+                if maps[0] is not None:
+                    result["label_maps"] = maps[0]
         if full_loss is not None:
             result["losses"] = ops.take(full_loss, index, axis=0)
         elif label is not None and output is not None:
@@ -850,6 +871,84 @@ class SampleSelector:
             return None
         self.has_head_losses = True
         return ops.stack(columns, axis=1)
+
+    def _dense_maps(self, label: Any, output: Any) -> tuple[Any, Any] | None:
+        """(label map or None, output map), [n, h, w] float32 at the stored picture's
+        size, when the output is a per-pixel map of the picture; else None.
+
+        An output [n, oh, ow, C] (or [n, oh, ow]; channels first under that data
+        format) is a map when oh x ow is the picture's size or a fixed integer scale
+        of it. How it is read depends on the loss's task:
+        - classification with C > 1 ("classes"): the argmax class per pixel; a label
+          [n, oh, ow] or [n, oh, ow, 1] is the class, a one-hot [n, oh, ow, C] its
+          argmax;
+        - binary with C = 1 ("binary"): the output's value (thresholded on the host);
+        - any other loss ("values"): the value (C > 1: the largest channel's).
+        Maps are resized (nearest neighbour) to the logged picture's size.
+        """
+        ops = keras.ops
+        layout = self.layout
+        shape = tuple(output.shape[1:])
+        if self.task is None or layout.dynamic_size:
+            return None
+        if len(shape) not in (2, 3) or None in shape:
+            return None
+        if len(shape) == 2:
+            output = ops.expand_dims(output, -1)
+        elif keras.config.image_data_format() == "channels_first":
+            output = ops.transpose(output, (0, 2, 3, 1))
+        out_h, out_w, channels = (int(d) for d in output.shape[1:])
+        height, width = _picture_size(layout)
+        if not _same_scale(out_h, out_w, height, width):
+            self.no_mask_reason = (
+                f"the output's per-pixel shape {[out_h, out_w]} is no fixed scale of "
+                f"the picture's {[height, width]}"
+            )
+            return None
+        task = self.task
+        if task in _CLASS_TASKS and channels > 1:
+            kind = MASK_CLASSES
+            output_map = ops.cast(ops.argmax(output, axis=-1), "float32")
+        elif task == "binary" and channels == 1:
+            kind = MASK_BINARY
+            output_map = ops.cast(output[..., 0], "float32")
+        elif task not in _CLASS_TASKS and task != "binary":
+            kind = MASK_VALUES
+            output_map = ops.max(ops.cast(output, "float32"), axis=-1)
+        else:
+            self.no_mask_reason = (
+                f"a {task} loss on {channels} output channel(s) per pixel is neither "
+                "a class map (several channels) nor a binary one (one channel)"
+            )
+            return None
+        label_map = None
+        if label is not None:
+            label_map = self._label_map(label, kind, out_h, out_w, channels)
+        self.mask_kind, self.mask_classes = kind, channels
+        self.has_label_map = label_map is not None
+        stored = tuple(layout.stored_shape[:2])
+        return (
+            None if label_map is None else _resized_map(label_map, stored),
+            _resized_map(output_map, stored),
+        )
+
+    @staticmethod
+    def _label_map(label, kind: str, out_h: int, out_w: int, channels: int) -> Any:
+        """The label as an [n, oh, ow] map of the output's kind, or None if it is not."""
+        ops = keras.ops
+        shape = tuple(label.shape[1:])
+        if keras.config.image_data_format() == "channels_first" and len(shape) == 3:
+            label = ops.transpose(label, (0, 2, 3, 1))
+            shape = tuple(label.shape[1:])
+        if shape == (out_h, out_w):
+            return ops.cast(label, "float32")
+        if shape == (out_h, out_w, 1):
+            return ops.cast(label[..., 0], "float32")
+        if shape == (out_h, out_w, channels):
+            if kind == MASK_CLASSES:
+                return ops.cast(ops.argmax(label, axis=-1), "float32")
+            return ops.max(ops.cast(label, "float32"), axis=-1)
+        return None
 
     def _pixels(self, image: Any) -> tuple[Any, Any, Any]:
         """Layout to [n, h, w, c], per-sample stats, downscale if too large.
@@ -919,6 +1018,33 @@ class SampleSelector:
             )
             return fitted, sizes
         return _fitted_in_graph(image, as_float, finite, side, uint8, n, self.antialias)
+
+
+def _picture_size(layout: InputLayout) -> tuple[int, int]:
+    """Height and width of one picture as the model received it (0: unknown)."""
+    shape = layout.input_shape
+    height, width = shape[1:3] if layout.layout == "CHW" else shape[0:2]
+    return int(height or 0), int(width or 0)
+
+
+def _same_scale(map_h: int, map_w: int, height: int, width: int) -> bool:
+    """Whether a map is the picture's size, or one integer multiple or fraction of it."""
+    if not (map_h and map_w and height and width) or map_h * width != map_w * height:
+        return False
+    return map_h % height == 0 or height % map_h == 0
+
+
+def _resized_map(values: Any, size: tuple[int, int]) -> Any:
+    """[n, h, w] -> [n, *size], nearest neighbour (classes stay classes)."""
+    if tuple(values.shape[1:3]) == size:
+        return values
+    resized = keras.ops.image.resize(
+        keras.ops.expand_dims(values, -1),
+        size,
+        interpolation="nearest",
+        data_format="channels_last",
+    )
+    return resized[..., 0]
 
 
 def _resized(as_float: Any, finite: Any, size: tuple[Any, Any], antialias: bool) -> Any:

@@ -7,7 +7,8 @@ for humans in ``docs/format.md``; change both together, and bump
 
 Each logged step is one TensorBoard summary value whose tensor is a rank-1
 string tensor: element 0 is a UTF-8 JSON record (see ``docs/format.md``),
-elements 1..n are the encoded images of the n samples, in record order.
+elements 1..n are the encoded images of the n samples, in record order, and
+(version 2) any mask images after them, named by index in the samples.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 from tensorboard.compat.proto import summary_pb2
 
 PLUGIN_NAME = "batch_images"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: masks of dense outputs (elements after the images)
 
 # Tags written by the logger. Batches of images live under BATCHES_TAG; the
 # logger's own health (what it dropped and why) lives under STATUS_TAG.
@@ -76,6 +77,10 @@ FLAGS = (
     FLAG_RESCALED,
     FLAG_LABEL_OUT_OF_RANGE,
 )
+
+# How a record's masks read (docs/format.md, "masks"): class maps, one sigmoid
+# channel, or dense values (depth, heatmaps).
+MASK_KINDS = ("classes", "binary", "values")
 
 IMAGE_MIME_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 

@@ -41,6 +41,10 @@ class LoggedSample:
     flags: list[str]
     image: np.ndarray | None  # uint8 [height, width, channels]; None if undecodable
     record: dict[str, Any]
+    # Dense outputs (the batch record's `masks`): uint8 [height, width] masks, as
+    # docs/format.md says how to read them; None when the sample has none.
+    label_mask: np.ndarray | None = None
+    prediction_mask: np.ndarray | None = None
 
 
 @dataclasses.dataclass
@@ -132,6 +136,14 @@ def _batch(run: str, event: Any) -> LoggedBatch:
         _sample(sample, images[index] if index < len(images) else None, warnings)
         for index, sample in enumerate(record["samples"])
     ]
+    for sample in samples:
+        for field in ("label_mask", "prediction_mask"):
+            index = sample.record.get(field)
+            if index is not None:
+                mask = _decoded(images[index] if index < len(images) else None)
+                if mask is None:
+                    warnings.append(f"{field} of sample {sample.position}: no image")
+                setattr(sample, field, None if mask is None else mask[..., 0])
     return LoggedBatch(
         run=run,
         mode=record.get("mode", mode if mode in fmt.MODE_DIRS else "train"),
@@ -149,14 +161,7 @@ def _batch(run: str, event: Any) -> LoggedBatch:
 def _sample(
     sample: dict[str, Any], image_bytes: bytes | None, warnings: list[str]
 ) -> LoggedSample:
-    image = None
-    if image_bytes is not None:
-        try:
-            image = np.asarray(Image.open(io.BytesIO(image_bytes)))
-        except (OSError, ValueError) as error:  # PIL's UnidentifiedImageError too
-            warnings.append(f"image of sample {sample['position']}: {error}")
-    if image is not None and image.ndim == 2:
-        image = image[..., np.newaxis]
+    image = _decoded(image_bytes, warnings, f"image of sample {sample['position']}")
     return LoggedSample(
         position=sample.get("position"),
         sample_id=sample.get("sample_id"),
@@ -173,6 +178,21 @@ def _sample(
         image=image,
         record=sample,
     )
+
+
+def _decoded(
+    data: bytes | None, warnings: list[str] | None = None, what: str = ""
+) -> np.ndarray | None:
+    """An encoded image as uint8 [height, width, channels]; None if undecodable."""
+    if data is None:
+        return None
+    try:
+        image = np.asarray(Image.open(io.BytesIO(data)))
+    except (OSError, ValueError) as error:  # PIL's UnidentifiedImageError too
+        if warnings is not None:
+            warnings.append(f"{what}: {error}")
+        return None
+    return image[..., np.newaxis] if image.ndim == 2 else image
 
 
 # Columns that hold whole numbers (read as int; -1 where none).

@@ -13,8 +13,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from tb_batch_images import format as fmt
+from tb_batch_images import masks, predictions
 from tb_batch_images import pixels as pixel_utils
-from tb_batch_images import predictions
 from tb_batch_images.core import SampleSelector
 from tb_batch_images.writer import CapturedBatch
 
@@ -71,8 +71,21 @@ def build_elements(
     samples = []
     output_shape = selector.output_shape
     label_shape = selector.label_shape
+    mask_kind = selector.mask_kind if batch.output_maps is not None else None
     if output_shape is not None and len(output_shape) > 1:
-        task = predictions.RAW  # a dense map (e.g. segmentation): shown raw
+        if mask_kind is None:
+            warn(
+                "no_masks",
+                f"the output ({list(output_shape)} per sample) is shown as raw "
+                "values, not as a mask: "
+                + (
+                    selector.no_mask_reason
+                    or "masks need an output map [height, width, channels] of the "
+                    "picture's size or a fixed scale of it"
+                ),
+            )
+        task = predictions.RAW  # a dense map (e.g. segmentation)
+    mask_images: list[bytes] = []
     heads = selector.heads
     head_losses = batch.head_losses if heads is not None else None
     for i in range(len(batch.positions)):
@@ -110,6 +123,22 @@ def build_elements(
             "flags": flags[i] + label_flags,
             "image_shape": shape,
         }
+        if mask_kind is not None:
+            mask_fields, label_png, prediction_png = masks.describe(
+                mask_kind,
+                None if batch.label_maps is None else batch.label_maps[i],
+                batch.output_maps[i],
+                selector.mask_classes,
+                from_logits,
+            )
+            sample.update(mask_fields, label=None, prediction=None)
+            for field, png in (
+                ("label_mask", label_png),
+                ("prediction_mask", prediction_png),
+            ):
+                if png is not None:
+                    sample[field] = len(batch.positions) + len(mask_images)
+                    mask_images.append(png)
         if head_losses is not None:
             sample["head_losses"] = {
                 name: predictions.finite_or_none(head_losses[i][j])
@@ -158,7 +187,10 @@ def build_elements(
     }
     if heads is not None:
         record["output"] = heads.chosen_name
-    return [fmt.encode_record(record), *images]
+    if mask_kind is not None:
+        record["masks"] = mask_kind
+        record["mask_shape"] = [int(d) for d in batch.output_maps.shape[1:3]]
+    return [fmt.encode_record(record), *images, *mask_images]
 
 
 def _padding_filled(images: np.ndarray, sizes: np.ndarray) -> np.ndarray:

@@ -31,8 +31,15 @@ _log = logging.getLogger("tb_batch_images")
 
 # The arrays a capture keeps per watched sample: core.SampleSelector.take's per-sample
 # keys, less the ids (the watchlist's own key), filenames (strings), and the per-head
-# losses and true sizes, which the watchlist does not keep.
-_NOT_BUFFERED = ("sample_ids", "filenames", "head_losses", "image_sizes")
+# losses, true sizes and dense maps, which the watchlist does not keep.
+_NOT_BUFFERED = (
+    "sample_ids",
+    "filenames",
+    "head_losses",
+    "image_sizes",
+    "label_maps",
+    "output_maps",
+)
 _BUFFERS = tuple(name for name in core.PER_SAMPLE if name not in _NOT_BUFFERED)
 
 

@@ -64,6 +64,10 @@ class CapturedBatch:
     head_losses: np.ndarray | None = None  # [n, heads] float, several outputs only
     # [n, 4] int: true height, width, stored height, width (sizes unknown when traced)
     image_sizes: np.ndarray | None = None
+    # [n, h, w] float: per-pixel label and output maps at the stored picture's size
+    # (core.SampleSelector._dense_maps), for dense outputs only
+    label_maps: np.ndarray | None = None
+    output_maps: np.ndarray | None = None
 
 
 def merge_batches(batches: list[CapturedBatch]) -> CapturedBatch:
@@ -98,6 +102,8 @@ def merge_batches(batches: list[CapturedBatch]) -> CapturedBatch:
         processes=joined("processes"),
         head_losses=joined("head_losses"),
         image_sizes=joined("image_sizes"),
+        label_maps=joined("label_maps"),
+        output_maps=joined("output_maps"),
         filenames=filenames,
         sample_batches=np.concatenate(
             [np.full(len(b.positions), b.batch) for b in batches]

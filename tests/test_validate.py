@@ -108,6 +108,17 @@ def full_record() -> dict[str, Any]:
     record["image_source"] = "rescaling"
     record["preprocessing"] = "caffe"
     record["output"] = "cls"
+    record["masks"] = "classes"
+    record["mask_shape"] = [8, 8]
+    sample.update(
+        label_mask=4,
+        prediction_mask=5,
+        pixel_accuracy=0.75,
+        mean_iou=0.5,
+        mask_classes=[0, 2],
+        label_range=[0.0, 2.5],
+        prediction_range=[-1.0, 1.0],
+    )
     return record
 
 
@@ -235,6 +246,16 @@ def test_records_the_logger_writes_pass_with_no_warning(keras_logdir: Path):
     # process (`tb_batch_images/record.py`); the validator keeps them.
     record = full_record()
     assert validate.check_batch_record(_encode(record)).warnings == ()
+
+
+def test_version_1_records_read_as_they_are():
+    """Logs written before masks (format version 1) are read with no warning."""
+    record = malformed.good_record(0)
+    record["format_version"] = 1
+    checked = validate.check_batch_record(_encode(record))
+    assert checked.error is None and not checked.warnings
+    assert checked.record["samples"] == record["samples"]
+    assert fmt.FORMAT_VERSION == 2
 
 
 def test_a_newer_format_version_is_a_broken_step_that_says_to_upgrade():

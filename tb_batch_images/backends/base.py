@@ -20,7 +20,7 @@ from typing import Any
 
 import keras
 
-from tb_batch_images import core
+from tb_batch_images import core, predictions
 from tb_batch_images import format as fmt
 
 MODES = ("train", "validation")
@@ -114,12 +114,17 @@ class Adapter:
 
     def new_selector(self, layout: core.InputLayout) -> core.SampleSelector:
         logger = self.logger
+        loss = getattr(self.model, "loss", None)
+        heads = self.heads
         return core.SampleSelector(
             layout,
             samples=logger.samples_per_batch,
             selection=logger.selection,
-            loss_fn=core.per_sample_loss_fn(getattr(self.model, "loss", None)),
-            heads=self.heads,
+            loss_fn=core.per_sample_loss_fn(loss),
+            heads=heads,
+            task=predictions.task_from_loss(
+                loss if heads is None else heads.losses[heads.chosen]
+            )[0],
         )
 
     def source_layout(self, layout: core.InputLayout, source_spec: Any) -> Any:

@@ -241,6 +241,14 @@ class ModeBuffers:
             if layout.dynamic_size
             else None
         )
+        # Dense (per-pixel) label and output maps at the stored picture's size: made
+        # before the step is traced, so for every model (whether its output is a map
+        # is known only then); 8 bytes per stored pixel and sample.
+        self.label_maps = self.output_maps = None
+        if not layout.dynamic_size:
+            map_shape = [slots, n, *layout.stored_shape[:2]]
+            self.label_maps = variable(tf.zeros(map_shape), tf.float32, "label_maps")
+            self.output_maps = variable(tf.zeros(map_shape), tf.float32, "output_maps")
 
     # -- in the graph ---------------------------------------------------------
     def capture(self, image: tf.Tensor, metadata: dict, y: Any, y_pred: Any) -> None:
@@ -341,6 +349,10 @@ class ModeBuffers:
             names.append("head_losses")
         if self.image_sizes is not None:
             names.append("image_sizes")
+        if selector.mask_kind is not None:
+            names.append("output_maps")
+            if selector.has_label_map:
+                names.append("label_maps")
         return {name: getattr(self, name) for name in names}
 
     def _read_all(self) -> dict[str, tf.Tensor]:

@@ -383,6 +383,15 @@ class SampleStatsTracker:
                 "replicas (the data map stays on)",
             )
             return
+        if keras.backend.backend() == "jax" and not _one_process():
+            # Only process 0 sets the list at epoch end: the processes' copies of
+            # the replicated buffers would differ (and the next step hang).
+            logger._warn(
+                "watchlist_off",
+                "the watchlist is off when JAX trains in several processes (the "
+                "data map stays on)",
+            )
+            return
         try:
             layout = watchlist.input_layout(model, logger, adapter)
         except watchlist.WatchlistUnavailable as error:
@@ -565,3 +574,9 @@ def _in_scope(model: keras.Model, make: Any) -> Any:
         with model.distribute_strategy.scope():
             return make()
     return make()
+
+
+def _one_process() -> bool:
+    import jax
+
+    return jax.process_count() == 1

@@ -31,15 +31,9 @@ _log = logging.getLogger("tb_batch_images")
 
 # The arrays a capture keeps per watched sample: core.SampleSelector.take's per-sample
 # keys, less the ids (the watchlist's own key), filenames (strings), and the per-head
-# losses, true sizes and dense maps, which the watchlist does not keep.
-_NOT_BUFFERED = (
-    "sample_ids",
-    "filenames",
-    "head_losses",
-    "image_sizes",
-    "label_maps",
-    "output_maps",
-)
+# losses and dense maps, which the watchlist does not keep. True sizes (`image_sizes`)
+# are kept for pictures of unknown size only.
+_NOT_BUFFERED = ("sample_ids", "filenames", "head_losses", "label_maps", "output_maps")
 _BUFFERS = tuple(name for name in core.PER_SAMPLE if name not in _NOT_BUFFERED)
 
 
@@ -115,6 +109,10 @@ class Watchlist(keras.metrics.Metric):
         self.outputs = variable((w, values), "outputs")
         self.output_stats = variable((w, 3), "output_stats")
         self.losses = variable((w,), "losses")
+        # Pictures of unknown size: fitted into max_image_size, padded here.
+        self.image_sizes = (
+            variable((w, 4), "image_sizes", "int32") if layout.dynamic_size else None
+        )
 
     # -- in the step -------------------------------------------------------------
     def update_state(self, sample_ids: Any, image: Any, y: Any, y_pred: Any) -> None:
@@ -149,9 +147,12 @@ class Watchlist(keras.metrics.Metric):
             (self.step, step + 1),
         ]
         for name in _BUFFERS:
-            if name in taken:
-                buffer = getattr(self, name)
-                updates.append((buffer, keep(taken[name], buffer.value)))
+            buffer = getattr(self, name)
+            if name in taken and buffer is not None:
+                value = taken[name]
+                if name == "images":  # fitted to its own size (JAX, torch): pad
+                    value = _padded(value, buffer.shape)
+                updates.append((buffer, keep(value, buffer.value)))
         for buffer, value in updates:  # assigned last: torch updates in place
             buffer.assign(value)
 
@@ -182,8 +183,19 @@ class Watchlist(keras.metrics.Metric):
         rows = np.flatnonzero(filled)
         arrays = {"sample_ids": _numpy(self.watch_ids)[rows].astype(np.int64)}
         for name in ("captured_at", "batch_size", *_BUFFERS):
-            arrays[name] = _numpy(getattr(self, name))[rows]
+            if getattr(self, name) is not None:
+                arrays[name] = _numpy(getattr(self, name))[rows]
         return arrays
+
+
+def _padded(images: Any, shape: Any) -> Any:
+    """[w, h, w', c] images padded (bottom, right) to the buffer's [w, H, W, c]."""
+    height, width = int(images.shape[1]), int(images.shape[2])
+    if (height, width) == tuple(shape[1:3]):
+        return images
+    return keras.ops.pad(
+        images, [[0, 0], [0, shape[1] - height], [0, shape[2] - width], [0, 0]]
+    )
 
 
 def _numpy(variable: Any) -> np.ndarray:
@@ -231,6 +243,7 @@ def captured_batch(
         sample_ids=arrays["sample_ids"],
         filenames=None,  # the record builder maps sample ids to filenames=
         sample_batches=batches,
+        image_sizes=arrays.get("image_sizes"),
     )
 
 

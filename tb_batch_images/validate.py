@@ -44,6 +44,7 @@ MAX_WALL_TIME = 1e11  # seconds since the epoch, year ~5100
 MAX_HEADS = 64  # keys of `head_losses`
 MAX_HEAD_NAME_CHARS = 256
 MAX_WARNINGS = 20  # lines of `warnings` per record; then one "and N more"
+MAX_MASK_CLASSES = 256  # `mask_classes`: mask pixels are 0..255
 
 _DROP = object()  # a check's answer for "leave this field out"
 
@@ -500,6 +501,13 @@ SAMPLE = _Object(
         "process": _count(),
         "head_losses": _NumberMap(MAX_HEADS, MAX_HEAD_NAME_CHARS),
         "input_size": _List(_Int(0, MAX_SAFE_INTEGER), 2, length=2),
+        "label_mask": _count(),
+        "prediction_mask": _count(),
+        "pixel_accuracy": _probability(),
+        "mean_iou": _probability(),
+        "mask_classes": _List(_Int(0, MAX_MASK_CLASSES - 1), MAX_MASK_CLASSES),
+        "label_range": _List(_Number(), 2, length=2),
+        "prediction_range": _List(_Number(), 2, length=2),
     },
     defaults={"flags": [], "top_k": []},
 )
@@ -531,6 +539,8 @@ BATCH_RECORD = _Object(
         "input_layout": _Text(),
         "value_range": _List(_Number(), 2, nullable=True, length=2),
         "image_format": _Text(choices=tuple(fmt.IMAGE_MIME_TYPES)),
+        "masks": _Text(),
+        "mask_shape": _List(_Int(0, MAX_IMAGE_SIDE), 2, length=2),
         "dropped": _Counts(),
         "samples": _Samples(SAMPLE),
     },

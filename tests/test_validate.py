@@ -108,6 +108,17 @@ def full_record() -> dict[str, Any]:
     record["image_source"] = "rescaling"
     record["preprocessing"] = "caffe"
     record["output"] = "cls"
+    record["masks"] = "classes"
+    record["mask_shape"] = [8, 8]
+    sample.update(
+        label_mask=1,
+        prediction_mask=2,
+        pixel_accuracy=0.75,
+        mean_iou=0.5,
+        mask_classes=[0, 3, 254],
+        label_range=[0.0, 10.5],
+        prediction_range=[-1, 2.5],
+    )
     return record
 
 
@@ -414,6 +425,9 @@ class Routes:
         for sample in batch["samples"]:
             if sample.get("image"):
                 assert self.get("/image", key=sample["image"])[0] == 200
+            for mask in ("label_mask_image", "prediction_mask_image"):
+                if sample.get(mask):
+                    assert self.get("/image", key=sample[mask])[0] == 200
             if isinstance(sample.get("filename"), str) and sample["filename"]:
                 assert self.get("/history", filename=sample["filename"])[0] == 200
             if isinstance(sample.get("sample_id"), int):

@@ -103,6 +103,16 @@ const SAMPLE_FIELDS = {
   head_losses: [orNull(numbers), null],
   input_size: [orNull(listOf(int)), null],
   image: [orNull(text), null],
+  // Segmentation masks (docs/format.md, `masks`).
+  label_mask: [orNull(int), null],
+  prediction_mask: [orNull(int), null],
+  pixel_accuracy: [orNull(number), null],
+  mean_iou: [orNull(number), null],
+  mask_classes: [goodItems(int), []],
+  label_range: [orNull(listOf(number)), null],
+  prediction_range: [orNull(listOf(number)), null],
+  label_mask_image: [orNull(text), null],
+  prediction_mask_image: [orNull(text), null],
 };
 
 const BATCH_FIELDS = {
@@ -134,6 +144,8 @@ const BATCH_FIELDS = {
   input_layout: [text, null],
   value_range: [orNull(listOf(number)), null],
   image_format: [text, null],
+  masks: [orNull(text), null],
+  mask_shape: [orNull(listOf(int)), null],
   dropped: [counts, {}],
 };
 

@@ -9,6 +9,7 @@ import { h, replaceChildren } from "./dom.js";
 import { plural } from "./format.js";
 import { renderHistory } from "./history.js";
 import { groupName, groupRuns, indexOfStep, MODES, modeOf, nearestStep, seriesKey, unionSteps } from "./runs.js";
+import { maskKind } from "./masks.js";
 import { classOptions, FLAGS, filterSamples, sortSamples } from "./samples.js";
 import { onUrlChange, readState, stateToParams, writeState } from "./state.js";
 import { Toolbar } from "./toolbar.js";
@@ -169,6 +170,11 @@ export class GalleryApp {
     if (!changed.length) return;
     if (changed.some((key) => ["runs", "mode", "step"].includes(key))) this.note = "";
     writeState(this.state);
+    if (changed.includes("mask_opacity")) this.applyMaskOpacity();
+    if (changed.every((key) => key === "mask_opacity")) {
+      this.updateToolbar(this.shownBatches());
+      return; // a CSS variable: nothing to redraw
+    }
     const onlyOverlays = changed.every((key) => key === "open" || key === "history");
     if (onlyOverlays && this.groups.size) {
       if (changed.includes("open")) this.renderDetail();
@@ -199,6 +205,7 @@ export class GalleryApp {
 
   /** Redraws from the state; `quiet` (TensorBoard's reload) shows no loading state. */
   async update(options = {}) {
+    this.applyMaskOpacity();
     try {
       if (this.showView()) await this.dataset.render(this.state);
       else if (!this.groups.size) this.showEmpty(); // e.g. only the data map was logged
@@ -208,6 +215,15 @@ export class GalleryApp {
       console.error(error);
       this.showError("The gallery could not show this view", error);
     }
+  }
+
+  /** The mask opacity slider's value, as the CSS variable every mask canvas reads. */
+  applyMaskOpacity() {
+    document.documentElement.style.setProperty("--mask-opacity", String(this.state.mask_opacity / 100));
+  }
+
+  shownBatches() {
+    return this.view.columns.map((column) => column.batch).filter(Boolean);
   }
 
   /** Shows the chosen view's elements; true when it is the Dataset view. */
@@ -289,12 +305,12 @@ export class GalleryApp {
     );
     if (token !== this.renderToken) return;
 
-    const filters = { wrong: state.wrong, label: state.label, pred: state.pred, q: state.q, flag: state.flag };
+    const filters = { wrong: state.wrong, label: state.label, pred: state.pred, q: state.q, flag: state.flag, max_iou: state.max_iou };
     for (const column of columns) {
       if (!column.batch) continue;
       column.samples = sortSamples(filterSamples(column.batch.samples || [], column.batch.task, filters), state.sort);
     }
-    this.updateToolbar(columns.map((column) => column.batch).filter(Boolean));
+    this.updateToolbar(this.shownBatches());
     this.renderMain(columns);
     this.renderDetail();
     if (historyChanged) this.renderHistoryPanel();
@@ -319,8 +335,12 @@ export class GalleryApp {
       note: this.note || this.listingNote(),
       classOptions: batches.length ? classOptions(batches) : this.lastClassOptions || [],
       flagOptions,
+      hasMasks: batches.length ? batches.some((batch) => maskKind(batch)) : Boolean(this.lastHasMasks),
     });
-    if (batches.length) this.lastClassOptions = classOptions(batches);
+    if (batches.length) {
+      this.lastClassOptions = classOptions(batches);
+      this.lastHasMasks = batches.some((batch) => maskKind(batch));
+    }
   }
 
   /** While pages of steps are arriving: how many of how many are listed. */
@@ -336,6 +356,7 @@ export class GalleryApp {
     // TensorBoard's reload redraws nothing when nothing changed (no lost clicks).
     const signature = JSON.stringify([
       this.view.target,
+      this.state.masks,
       columns.map((column) => [column.group, column.run, column.step, column.error, column.broken, column.batch && column.batch.wall_time, column.samples.map((sample) => sample.index)]),
     ]);
     if (signature === this.mainSignature && this.main.querySelector(".columns")) {
@@ -349,7 +370,8 @@ export class GalleryApp {
         this.setState({ open: { group: column.group, index: sample.index } });
       },
       onHistory: (sample) => this.setState({ history: sample.filename }),
-      onClearFilters: () => this.setState({ wrong: false, label: "", pred: "", q: "", flag: "" }),
+      onClearFilters: () => this.setState({ wrong: false, label: "", pred: "", q: "", flag: "", max_iou: "" }),
+      masks: this.state.masks,
     };
     const focusedTile = document.activeElement && document.activeElement.closest ? document.activeElement.closest(".tile") : null;
     const focusPlace = focusedTile
@@ -503,6 +525,8 @@ export class GalleryApp {
       onNext: () => go(1),
       onClose: () => this.setState({ open: null }),
       onHistory: () => this.setState({ history: sample.filename, open: null }),
+      masks: this.state.masks,
+      onMasks: (masks) => this.setState({ masks }),
     });
     replaceChildren(this.overlayRoot, overlay);
     this.moveDetail = go;

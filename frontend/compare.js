@@ -50,6 +50,7 @@ export function renderColumn(column, targetStep, handlers) {
       onOpen: (sample) => handlers.onOpen(column, sample),
       onHistory: (sample) => handlers.onHistory(sample),
       onClearFilters: handlers.onClearFilters,
+      masks: handlers.masks,
     });
   }
   return h(

@@ -9,7 +9,8 @@ import {
   formatValue,
   formatWallTime,
 } from "./format.js";
-import { flagBadges, sampleImage, verdictBadge } from "./gallery.js";
+import { flagBadges, pictureWithMask, sampleImage, verdictBadge } from "./gallery.js";
+import { MASK_CHOICES, maskKind, maskRange, renderLegend } from "./masks.js";
 
 const DISPLAY_TARGET = 384; // small images are scaled by an integer factor towards this
 
@@ -60,11 +61,28 @@ function headLossRows(headLosses, shown) {
   });
 }
 
+/** Rows of a sample with masks: pixel accuracy and mean IoU, or the value ranges. */
+function maskFields(sample, kind) {
+  if (!kind) return [];
+  if (kind === "values") {
+    return ["label", "prediction"].map((choice) => {
+      const range = maskRange(sample, choice);
+      return row(`${choice} range`, range ? `${formatNumber(range[0])} – ${formatNumber(range[1])}` : "—", `${choice}_range`);
+    });
+  }
+  return [
+    row("pixel accuracy", formatPercent(sample.pixel_accuracy), "pixel_accuracy"),
+    row("mean IoU", formatPercent(sample.mean_iou), "mean_iou"),
+    row("mask classes", (sample.mask_classes || []).join(", ") || "—", "mask_classes"),
+  ];
+}
+
 /**
  * The detail dialog.
- * context: {sample, batch, group, index, count, onPrev, onNext, onClose, onHistory}
+ * context: {sample, batch, group, index, count, onPrev, onNext, onClose, onHistory,
+ *          masks (the mask shown: "prediction", "label", "off"), onMasks(choice)}
  */
-export function renderDetail({ sample, batch, group, index, count, onPrev, onNext, onClose, onHistory }) {
+export function renderDetail({ sample, batch, group, index, count, onPrev, onNext, onClose, onHistory, masks = "prediction", onMasks = () => {} }) {
   const [height, width, channels] = sample.image_shape || [];
   const scale = scaleFor(height, width);
   const image = sampleImage(sample, { alt: sample.filename ?? `sample ${sample.position}`, lazy: false });
@@ -73,6 +91,29 @@ export function renderDetail({ sample, batch, group, index, count, onPrev, onNex
   if (width && height) {
     image.style.width = `${width * scale}px`;
   }
+  const kind = maskKind(batch);
+  const [picture, drawn] = pictureWithMask(sample, batch, masks, image);
+  for (const canvas of picture.slice(1)) {
+    if (scale > 1) canvas.classList.add("pixelated");
+    if (width && height && canvas.classList.contains("value-map")) canvas.style.width = `${width * scale}px`;
+  }
+  // The picture with its overlay stacked on it, or the value map in a box beside it.
+  const imageBox =
+    drawn === "values"
+      ? h("div", { className: "detail-image-box has-value-map" }, picture)
+      : h("div", { className: "detail-image-box" }, h("div", { className: "mask-stack" }, picture));
+  const maskSelect = kind
+    ? h(
+        "label",
+        { className: "field detail-masks" },
+        h("span", { className: "field-label", text: "Masks" }),
+        h(
+          "select",
+          { dataset: { control: "detail_masks" }, on: { change: (event) => onMasks(event.target.value) } },
+          MASK_CHOICES.map((choice) => h("option", { value: choice.value, text: choice.text, selected: choice.value === masks })),
+        ),
+      )
+    : null;
   const title = sample.filename ?? `sample ${sample.position}`;
   const sampleFields = [
     row("position", String(sample.position), "position"),
@@ -90,6 +131,7 @@ export function renderDetail({ sample, batch, group, index, count, onPrev, onNex
     row("flags", (sample.flags || []).join(", ") || "none", "flags"),
     row("image shape", (sample.image_shape || []).join(" × ") || "—", "image_shape"),
     Array.isArray(sample.input_size) ? row("size as input", sample.input_size.join(" × "), "input_size") : null,
+    ...maskFields(sample, kind),
   ];
   if (sample.output_summary) {
     const summary = sample.output_summary;
@@ -130,6 +172,7 @@ export function renderDetail({ sample, batch, group, index, count, onPrev, onNex
     row("value range", formatValue(batch.value_range), "value_range"),
     row("preprocessing", formatValue(batch.preprocessing), "preprocessing"),
     row("image format", formatValue(batch.image_format), "image_format"),
+    kind ? row("masks", `${kind}, ${formatValue(batch.mask_shape)}`, "masks") : null,
   ];
 
   const flagNotes = (sample.flags || []).map((flag) =>
@@ -178,7 +221,9 @@ export function renderDetail({ sample, batch, group, index, count, onPrev, onNex
       h(
         "figure",
         { className: "detail-figure" },
-        h("div", { className: "detail-image-box" }, image),
+        imageBox,
+        maskSelect,
+        renderLegend(batch, [sample], masks),
         h("figcaption", {
           text: `${width ?? "?"} × ${height ?? "?"} px, ${channels ?? "?"} channel${channels === 1 ? "" : "s"}` + (scale > 1 ? `, shown at ${scale}×` : ""),
         }),

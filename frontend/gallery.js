@@ -12,6 +12,7 @@ import {
   plural,
   shortenFilename,
 } from "./format.js";
+import { maskCanvas, maskKind, maskRange, renderLegend } from "./masks.js";
 
 const SMALL_IMAGE = 96; // images this small are scaled up with hard pixel edges
 
@@ -61,8 +62,44 @@ function captionRow(key, valueNode, extra) {
   return h("div", { className: "cap-row" }, h("span", { className: "cap-key", text: key }), valueNode, extra);
 }
 
+/**
+ * The picture with its mask: a `mask-overlay` canvas over it (classes, binary) or a
+ * `value-map` canvas beside it (values); the picture alone without masks or when off.
+ * Returns [nodes, kind drawn or null].
+ */
+export function pictureWithMask(sample, batch, choice, image) {
+  const canvas = choice === "off" ? null : maskCanvas(sample, batch, choice);
+  if (!canvas) return [[image], null];
+  if (image.classList.contains("pixelated")) canvas.classList.add("pixelated");
+  return [[image, canvas], maskKind(batch)];
+}
+
+/** Caption rows of a sample with masks: mean IoU and pixel accuracy, or a value range. */
+function maskRows(sample, batch, choice) {
+  const kind = maskKind(batch);
+  if (!kind) return [];
+  if (kind === "values") {
+    const range = maskRange(sample, choice);
+    return [
+      captionRow(
+        "range",
+        h("span", {
+          className: "cap-value",
+          dataset: { field: "mask_range" },
+          text: range ? `${formatNumber(range[0])} – ${formatNumber(range[1])}` : "—",
+          title: `the value range of the ${choice} map`,
+        }),
+      ),
+    ];
+  }
+  return [
+    captionRow("IoU", h("span", { className: "cap-value", dataset: { field: "mean_iou" }, text: formatPercent(sample.mean_iou), title: "mean intersection over union of the classes in the label or prediction" })),
+    captionRow("acc", h("span", { className: "cap-value", dataset: { field: "pixel_accuracy" }, text: formatPercent(sample.pixel_accuracy), title: "pixel accuracy: the pixels where the prediction equals the label" })),
+  ];
+}
+
 /** One thumbnail with its caption. */
-export function renderTile(sample, batch, { onOpen, onHistory, merged }) {
+export function renderTile(sample, batch, { onOpen, onHistory, merged, masks = "prediction" }) {
   const verdict = verdictOf(sample);
   const filename = sample.filename;
   const label = formatClass(sample.label, sample.label_name);
@@ -73,7 +110,10 @@ export function renderTile(sample, batch, { onOpen, onHistory, merged }) {
     `predicted ${prediction} ${formatPercent(sample.confidence)}`,
     verdict ? verdict.text : null,
     `loss ${formatNumber(sample.loss)}`,
+    Number.isFinite(sample.mean_iou) ? `mean IoU ${formatPercent(sample.mean_iou)}` : null,
+    Number.isFinite(sample.pixel_accuracy) ? `pixel accuracy ${formatPercent(sample.pixel_accuracy)}` : null,
   ].filter(Boolean);
+  const [picture, drawn] = pictureWithMask(sample, batch, masks, sampleImage(sample, { alt: filename ?? `sample ${sample.position}` }));
 
   const tile = h(
     "article",
@@ -96,8 +136,8 @@ export function renderTile(sample, batch, { onOpen, onHistory, merged }) {
     },
     h(
       "div",
-      { className: "thumb" },
-      sampleImage(sample, { alt: filename ?? `sample ${sample.position}` }),
+      { className: "thumb" + (drawn === "values" ? " has-value-map" : "") },
+      picture,
       verdictBadge(sample, "on-image"),
       h("span", {
         className: "position",
@@ -135,6 +175,7 @@ export function renderTile(sample, batch, { onOpen, onHistory, merged }) {
             })
           : null,
       ),
+      maskRows(sample, batch, masks),
       flagBadges(sample.flags),
     ),
   );
@@ -209,19 +250,20 @@ export function renderRecordWarnings(batch) {
 }
 
 /** A batch: header, what its record lacked, and grid (or a note when the filters leave nothing). */
-export function renderBatch({ batch, samples, onOpen, onHistory, onClearFilters }) {
+export function renderBatch({ batch, samples, onOpen, onHistory, onClearFilters, masks = "prediction" }) {
   // A merged validation record holds samples of several batches (docs/format.md).
   const merged = new Set((batch.samples || []).map((sample) => sample.batch ?? batch.batch)).size > 1;
   const grid = h(
     "div",
     { className: "grid" },
-    samples.map((sample) => renderTile(sample, batch, { onOpen, onHistory, merged })),
+    samples.map((sample) => renderTile(sample, batch, { onOpen, onHistory, merged, masks })),
   );
   return h(
     "section",
     { className: "batch", dataset: { run: batch.run, step: String(batch.step) } },
     renderBatchHeader(batch, samples.length),
     renderRecordWarnings(batch),
+    renderLegend(batch, samples, masks),
     samples.length
       ? grid
       : h(

@@ -6,6 +6,10 @@ export const SORTS = [
   { value: "loss_asc", text: "Loss, lowest first" },
   { value: "confidence_desc", text: "Confidence, highest first" },
   { value: "confidence_asc", text: "Confidence, lowest first" },
+  { value: "mean_iou_asc", text: "Mean IoU, lowest first" },
+  { value: "mean_iou_desc", text: "Mean IoU, highest first" },
+  { value: "pixel_accuracy_asc", text: "Pixel accuracy, lowest first" },
+  { value: "pixel_accuracy_desc", text: "Pixel accuracy, highest first" },
 ];
 
 export const FLAGS = ["nan", "inf", "constant", "clipped", "rescaled", "label_out_of_range"];
@@ -22,13 +26,23 @@ export function classKeys(value, task) {
 
 /** Whether any filter is set. */
 export function hasFilters(filters) {
-  return Boolean(filters.wrong || filters.label || filters.pred || filters.q || filters.flag);
+  return Boolean(filters.wrong || filters.label || filters.pred || filters.q || filters.flag || maxIou(filters) !== null);
+}
+
+/** The `max_iou` filter as a number in [0, 1], or null when not set. */
+export function maxIou(filters) {
+  const text = filters.max_iou;
+  if (text === undefined || text === null || String(text).trim() === "") return null;
+  const value = Number(text);
+  return Number.isFinite(value) ? value : null;
 }
 
 /** The samples that pass every filter. */
 export function filterSamples(samples, task, filters) {
   const query = (filters.q || "").toLowerCase();
+  const iouAtMost = maxIou(filters);
   return samples.filter((sample) => {
+    if (iouAtMost !== null && !(Number.isFinite(sample.mean_iou) && sample.mean_iou <= iouAtMost)) return false;
     if (filters.wrong && sample.correct !== false) return false;
     if (filters.label && !classKeys(sample.label, task).includes(filters.label)) return false;
     if (filters.pred && !classKeys(sample.prediction, task).includes(filters.pred)) return false;
@@ -50,6 +64,10 @@ export function sortSamples(samples, sort) {
     loss_asc: ["loss", 1],
     confidence_desc: ["confidence", -1],
     confidence_asc: ["confidence", 1],
+    mean_iou_asc: ["mean_iou", 1],
+    mean_iou_desc: ["mean_iou", -1],
+    pixel_accuracy_asc: ["pixel_accuracy", 1],
+    pixel_accuracy_desc: ["pixel_accuracy", -1],
   }[sort];
   if (!order) return [...samples].sort(batchOrder);
   const [field, direction] = order;

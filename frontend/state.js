@@ -8,6 +8,7 @@
 // state, so the page also works when opened on its own. Both are written with
 // history.replaceState: no history entries, no hashchange for TensorBoard to handle.
 
+import { DEFAULT_MASK_OPACITY, MASK_CHOICES } from "./masks.js";
 import { SORTS } from "./samples.js";
 
 export const PLUGIN = "batch_images";
@@ -25,6 +26,9 @@ export function defaultState() {
     pred: "",
     q: "",
     flag: "",
+    max_iou: "", // keep samples whose mean IoU is at most this (0..1); "": no filter
+    masks: "prediction", // the mask drawn: "prediction", "label" or "off"
+    mask_opacity: DEFAULT_MASK_OPACITY, // 0..100
     open: null, // {group, index}: the sample (index in its record) in the detail view
     history: null, // filename whose history strip is shown
     // The Dataset view (dataset.js): per-sample statistics of whole runs.
@@ -55,9 +59,11 @@ export function stateToParams(state) {
   if (state.step !== null) params.push(["step", String(state.step)]);
   if (state.sort !== "position") params.push(["sort", state.sort]);
   if (state.wrong) params.push(["wrong", "1"]);
-  for (const key of ["label", "pred", "q", "flag"]) {
+  for (const key of ["label", "pred", "q", "flag", "max_iou"]) {
     if (state[key]) params.push([key, state[key]]);
   }
+  if (state.masks !== "prediction") params.push(["masks", state.masks]);
+  if (state.mask_opacity !== DEFAULT_MASK_OPACITY) params.push(["mask_opacity", String(state.mask_opacity)]);
   if (state.open) {
     params.push(["open", String(state.open.index)]);
     params.push(["open_run", state.open.group]);
@@ -83,6 +89,9 @@ export function paramsToState(params) {
   if (SORTS.some((sort) => sort.value === get("sort"))) state.sort = get("sort");
   state.wrong = get("wrong") === "1";
   for (const key of ["label", "pred", "q", "flag"]) state[key] = get(key) || "";
+  if (/^(\d+(\.\d*)?|\.\d+)$/.test(get("max_iou") || "")) state.max_iou = get("max_iou");
+  if (MASK_CHOICES.some((choice) => choice.value === get("masks"))) state.masks = get("masks");
+  if (/^\d+$/.test(get("mask_opacity") || "")) state.mask_opacity = Math.min(100, Number(get("mask_opacity")));
   if (/^\d+$/.test(get("open") || "") && get("open_run") !== null) {
     state.open = { index: Number(get("open")), group: get("open_run") };
   }

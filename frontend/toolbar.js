@@ -3,6 +3,7 @@
 
 import { h, replaceChildren } from "./dom.js";
 import { plural } from "./format.js";
+import { MASK_CHOICES } from "./masks.js";
 import { FLAGS, SORTS } from "./samples.js";
 import { MODES } from "./runs.js";
 
@@ -99,12 +100,50 @@ export class Toolbar {
         },
       },
     });
+    this.maxIouInput = h("input", {
+      type: "number",
+      className: "iou-input",
+      dataset: { control: "max_iou" },
+      min: "0",
+      max: "1",
+      step: "0.05",
+      placeholder: "0–1",
+      attrs: { "aria-label": "Mean IoU at most", inputmode: "decimal" },
+      on: {
+        input: () => {
+          clearTimeout(this.iouTimer);
+          this.iouTimer = setTimeout(() => this.onChange({ max_iou: this.maxIouInput.value, open: null }), 150);
+        },
+      },
+    });
+    this.masksSelect = h(
+      "select",
+      { dataset: { control: "masks" }, on: { change: () => this.onChange({ masks: this.masksSelect.value }) } },
+      MASK_CHOICES.map((choice) => h("option", { value: choice.value, text: choice.text })),
+    );
+    this.opacitySlider = h("input", {
+      type: "range",
+      className: "opacity-slider",
+      dataset: { control: "mask_opacity" },
+      min: "0",
+      max: "100",
+      step: "1",
+      attrs: { "aria-label": "Mask opacity" },
+      on: { input: () => this.onChange({ mask_opacity: Number(this.opacitySlider.value) }) },
+    });
+    this.maskRow = h(
+      "div",
+      { className: "toolbar-row mask-row", hidden: true },
+      field("Masks", this.masksSelect),
+      field("Opacity", this.opacitySlider, "opacity-field"),
+      field("Mean IoU at most", this.maxIouInput, "iou-field"),
+    );
     this.clearButton = h("button", {
       type: "button",
       className: "button subtle",
       dataset: { control: "clear" },
       text: "Clear filters",
-      on: { click: () => this.onChange({ wrong: false, label: "", pred: "", q: "", flag: "", open: null }) },
+      on: { click: () => this.onChange({ wrong: false, label: "", pred: "", q: "", flag: "", max_iou: "", open: null }) },
     });
 
     this.element = h(
@@ -138,6 +177,7 @@ export class Toolbar {
         field("Flag", this.flagSelect),
         this.clearButton,
       ),
+      this.maskRow,
     );
     this.steps = [];
   }
@@ -157,9 +197,9 @@ export class Toolbar {
 
   /**
    * model: {state, groups (Map), steps (sorted union), stepIndex, following, note,
-   *         classOptions, flagOptions}
+   *         classOptions, flagOptions, hasMasks (a shown batch has masks)}
    */
-  update({ state, groups, steps, stepIndex, following, note, classOptions, flagOptions }) {
+  update({ state, groups, steps, stepIndex, following, note, classOptions, flagOptions, hasMasks = false }) {
     const signature = JSON.stringify([...groups.keys()]);
     if (this.runList.dataset.signature !== signature) {
       replaceChildren(
@@ -226,6 +266,11 @@ export class Toolbar {
     setOptions(this.predSelect, classOptions, state.pred, "any");
     setOptions(this.flagSelect, flagOptions.length ? flagOptions : FLAGS.map((flag) => ({ value: flag, text: flag })), state.flag, "any");
     if (document.activeElement !== this.queryInput) this.queryInput.value = state.q;
-    this.clearButton.disabled = !(state.wrong || state.label || state.pred || state.q || state.flag);
+    this.maskRow.hidden = !(hasMasks || state.max_iou);
+    this.masksSelect.value = state.masks;
+    this.opacitySlider.value = String(state.mask_opacity);
+    this.opacitySlider.disabled = state.masks === "off";
+    if (document.activeElement !== this.maxIouInput) this.maxIouInput.value = state.max_iou;
+    this.clearButton.disabled = !(state.wrong || state.label || state.pred || state.q || state.flag || state.max_iou);
   }
 }

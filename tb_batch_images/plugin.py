@@ -40,6 +40,7 @@ _STATIC_PREFIX = f"/data/plugin/{fmt.PLUGIN_NAME}/static/"
 # An image key names immutable content (see `plugin_data.image_key`).
 _IMMUTABLE = "private, max-age=31536000, immutable"
 _ONE_YEAR = 31536000
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _INTEGER = re.compile(r"-?[0-9]{1,19}")
@@ -188,12 +189,10 @@ class BatchImagesPlugin(base_plugin.TBPlugin):
             raise errors.InvalidArgumentError("parameter 'key' is malformed") from None
         ref = self._data.step_ref(ctx, experiment, run, tag, step, wall_time)
         mime_type = self._data.step_info(ctx, run, tag, ref).mime_type
-        response = http_util.Respond(
-            request,
-            self._data.read_image(ctx, ref, index),
-            mime_type,
-            expires=_ONE_YEAR,
-        )
+        data = self._data.read_image(ctx, ref, index)
+        if data.startswith(_PNG_SIGNATURE):
+            mime_type = "image/png"  # masks are PNG whatever the pictures' format
+        response = http_util.Respond(request, data, mime_type, expires=_ONE_YEAR)
         response.headers["Cache-Control"] = _IMMUTABLE
         return response
 
@@ -390,12 +389,19 @@ def _batch(run: str, tag: str, info: plugin_data.StepInfo) -> dict[str, Any]:
     batch.update(
         run=run, tag=tag, step=info.ref.step, error=None, warnings=list(info.warnings)
     )
+
+    def image_of(index: Any) -> str | None:
+        """The image key of blob image `index`, None when the step has no such image."""
+        if type(index) is int and 0 <= index < images:
+            return plugin_data.image_key(run, tag, info.ref, index)
+        return None
+
     batch["samples"] = [
         {
             **sample,
-            "image": plugin_data.image_key(run, tag, info.ref, index)
-            if index < images
-            else None,
+            "image": image_of(index),
+            "label_mask_image": image_of(sample.get("label_mask")),
+            "prediction_mask_image": image_of(sample.get("prediction_mask")),
         }
         for index, sample in enumerate(record.get("samples", []))
     ]

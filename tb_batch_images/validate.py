@@ -505,7 +505,7 @@ SAMPLE = _Object(
         "prediction_mask": _count(),
         "pixel_accuracy": _probability(),
         "mean_iou": _probability(),
-        "mask_classes": _List(_Int(0, MAX_SAFE_INTEGER), MAX_MASK_CLASSES),
+        "mask_classes": _List(_Int(0, 255), MAX_MASK_CLASSES),
         "label_range": _List(_Number(), 2, nullable=True, length=2),
         "prediction_range": _List(_Number(), 2, nullable=True, length=2),
     },

@@ -16,6 +16,7 @@ import struct
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from PIL import Image
 from tensorboard import program
@@ -369,6 +370,64 @@ def test_unreadable_records_are_reported_not_fatal(
     assert broken["error"] and broken["samples"] == []
     (warning,) = _run(server, "mixed/train")["warnings"]
     assert "newer" in warning
+
+
+@LOAD_FAST
+def test_mask_indices_are_served_as_image_keys_and_a_missing_one_is_null(
+    load_fast: bool, tmp_path: Path, plugin_server: Any
+):
+    """docs/api.md: `label_mask_image` / `prediction_mask_image` from the record's
+    blob indices (masks after the pictures); null when absent or past the blobs."""
+    import tensorflow as tf
+
+    from benchmarks import make_logdir
+    from tb_batch_images import pixels
+    from tb_batch_images.writer import write_summary
+
+    record = make_logdir.batch_record(
+        mode="train",
+        step=0,
+        epoch=0,
+        batch=0,
+        sequence=0,
+        sample_ids=[0, 1, 2],
+        image_size=8,
+    )
+    record.update(masks="classes", mask_shape=[8, 8])
+    masks = [np.full((8, 8), value, np.uint8) for value in (10, 11, 12, 13)]
+    # Pictures are images 0..2, masks 3..6; sample 1's prediction is past the blobs,
+    # sample 2 has no masks, a bool is not an index.
+    first, second, third = record["samples"]
+    first.update(label_mask=3, prediction_mask=4)
+    second.update(label_mask=5, prediction_mask=99)
+    third["label_mask"] = True
+    pictures = make_logdir.png_pool(3, 8)
+    elements = [fmt.encode_record(record), *pictures]
+    elements += [pixels.encode_png(mask) for mask in masks]
+    writer = tf.summary.create_file_writer(str(tmp_path / "seg" / "train"))
+    write_summary(writer, fmt.BATCHES_TAG, fmt.KIND_BATCHES, 0, elements)
+    writer.close()
+
+    server = plugin_server(tmp_path, load_fast)
+    server.wait_for_steps({"seg/train": 1})
+    batch = server.json("/samples", run="seg/train", step=0)
+    assert (batch["masks"], batch["mask_shape"]) == ("classes", [8, 8])
+    first, second, third = batch["samples"]
+    assert (first["label_mask"], first["prediction_mask"]) == (3, 4)
+
+    def grey(key: str) -> int:
+        response = server.get("/image", key=key)
+        assert response.status_code == 200 and response.mimetype == "image/png"
+        image = np.asarray(Image.open(io.BytesIO(response.get_data())))
+        assert image.shape == (8, 8)
+        return int(image[0, 0])
+
+    assert grey(first["label_mask_image"]) == 10
+    assert grey(first["prediction_mask_image"]) == 11
+    assert grey(second["label_mask_image"]) == 12
+    assert second["prediction_mask_image"] is None  # index 99: no such blob
+    assert third["label_mask_image"] is None and third["prediction_mask_image"] is None
+    assert "label_mask" not in third  # the bool was dropped by the validator
 
 
 def test_concurrent_requests_all_succeed(server: PluginServer):

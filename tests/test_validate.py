@@ -435,6 +435,9 @@ class Routes:
         for sample in batch["samples"]:
             if sample.get("image"):
                 assert self.get("/image", key=sample["image"])[0] == 200
+            for mask in ("label_mask_image", "prediction_mask_image"):
+                if sample.get(mask):
+                    assert self.get("/image", key=sample[mask])[0] == 200
             if isinstance(sample.get("filename"), str) and sample["filename"]:
                 assert self.get("/history", filename=sample["filename"])[0] == 200
             if isinstance(sample.get("sample_id"), int):

@@ -458,8 +458,10 @@ def test_mirrored_strategy_logs_replica_zeros_share(tmp_path, run_python):
     reason="Keras 3.15's torch sparse_categorical_crossentropy fails on per-pixel "
     "outputs without the logger too ('grad_input must be contiguous' in backward)",
 )
-def test_dense_map_outputs_are_recorded_raw_with_a_summary(tmp_path):
-    """A segmentation-like model: [batch, 8, 8, 2] outputs, per-pixel targets."""
+def test_dense_map_outputs_are_logged_as_the_pictures_own_masks(tmp_path):
+    """A segmentation-like model: [batch, 8, 8, 2] outputs (half the picture's size),
+    per-pixel targets that depend on the sample id: each logged label mask is its own
+    picture's (format 2 draws dense maps as masks, not raw lists)."""
 
     def to_example(image, sample_id):
         target = tf.fill([8, 8], sample_id % 2)
@@ -481,14 +483,22 @@ def test_dense_map_outputs_are_recorded_raw_with_a_summary(tmp_path):
     )
     batches = list(read_batches(str(tmp_path)))
     assert len(batches) == 7
-    for sample in batches[0].samples:
-        sample_id = rig.decode_id(sample.image)
-        summary = sample.record["output_summary"]
-        assert summary["shape"] == [8, 8, 2]
-        assert 0.0 <= summary["min"] <= summary["mean"] <= summary["max"] <= 1.0
-        assert len(sample.prediction) == 64  # the first 64 values, raw
-        assert sample.label[:64] == [float(sample_id % 2)] * 64
-        assert sample.loss is not None and sample.loss > 0
+    odd_and_even = set()
+    for batch in batches:
+        assert batch.record["masks"] == "classes"
+        assert batch.record["mask_shape"] == [rig.SIZE, rig.SIZE]
+        for sample in batch.samples:
+            sample_id = rig.decode_id(sample.image)
+            odd_and_even.add(sample_id % 2)
+            summary = sample.record["output_summary"]
+            assert summary["shape"] == [8, 8, 2]
+            assert 0.0 <= summary["min"] <= summary["mean"] <= summary["max"] <= 1.0
+            assert sample.label_mask.shape == (rig.SIZE, rig.SIZE)
+            assert (sample.label_mask == sample_id % 2).all()
+            assert set(np.unique(sample.prediction_mask)) <= {0, 1}
+            assert 0.0 <= sample.record["pixel_accuracy"] <= 1.0
+            assert sample.loss is not None and sample.loss > 0
+    assert odd_and_even == {0, 1}  # both label values seen: the check can fail
 
 
 @pytest.mark.skipif(BACKEND != "torch", reason="torch.utils.data.DataLoader: torch")

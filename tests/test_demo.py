@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from tb_batch_images import read_batches
+from tb_batch_images import read_batches, read_sample_stats
 
 
 def test_demo_logs_reveal_the_mislabelled_files_among_the_highest_losses(
@@ -46,8 +46,15 @@ def test_demo_logs_reveal_the_mislabelled_files_among_the_highest_losses(
         assert all(s.filename for s in samples)
         hardest = sorted(samples, key=lambda s: -s.loss)[:10]
         found = sum(s.filename in mislabelled for s in hardest)
-        # 5% of the files are wrong; among the 10 highest losses most should be.
-        assert found >= 6, (run, [(s.filename, s.loss) for s in hardest])
+        # 5% of the files are wrong: 0.5 of 10 by chance. The logged samples of three
+        # epochs vary with tf.data's parallel augmentation (measured 5 to 10 of 10).
+        assert found >= 4, (run, [(s.filename, s.loss) for s in hardest])
+        # The data map scores every sample over every epoch: its top suspects are
+        # mostly the mislabelled files (measured 0.79 and 0.83 of 24; chance 0.05).
+        table = read_sample_stats(str(logs), run=run).epochs[-1]
+        suspects = [table.filenames[i] for i in table.suspects(len(mislabelled))]
+        precision = sum(name in mislabelled for name in suspects) / len(mislabelled)
+        assert precision >= 0.5, (run, precision, suspects)
 
 
 def test_demo_trains_on_a_users_folder_of_class_subfolders(tmp_path, run_python):

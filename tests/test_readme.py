@@ -91,3 +91,21 @@ def test_readme_several_heads_logs_the_classification_head_and_every_loss(
         _, output, label, rest = line.split(" ", 3)
         assert output == "cls" and label in ("0", "1", "2")
         assert rest == "['box', 'cls'] []"
+
+
+def test_readme_segmentation_logs_masks_and_their_scores(tmp_path, run_python):
+    (snippet,) = section_snippets("Segmentation and dense outputs")
+    check = (
+        "\nfrom tb_batch_images import read_batches\n"
+        "for b in read_batches('logs/segmentation'):\n"
+        "    for s in b.samples:\n"
+        "        truth = (images[s.sample_id][..., 0] * 3).astype('int32')\n"
+        "        print('MASK', b.record['masks'], (s.label_mask == truth).all(),\n"
+        "              s.prediction_mask.shape, 0 <= s.record['mean_iou'] <= 1,\n"
+        "              b.warnings)\n"
+    )
+    result = run_python(["-c", snippet + check], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [line for line in result.stdout.splitlines() if line.startswith("MASK")]
+    assert len(lines) == 4 * 16
+    assert set(lines) == {"MASK classes True (32, 32) True []"}

@@ -7,7 +7,7 @@
 // The state lives in the URL with the rest of the gallery (state.js: view, ds_*).
 
 import * as api from "./api.js";
-import { h, replaceChildren } from "./dom.js";
+import { h, replaceChildren, scrubber } from "./dom.js";
 import { DASH, formatClass, formatNumber, formatPercent, plural } from "./format.js";
 import { sampleImage } from "./gallery.js";
 
@@ -358,21 +358,10 @@ export class DatasetView {
     this.onOpenBatch = onOpenBatch;
     this.token = 0;
     this.runList = h("div", { className: "run-list", attrs: { role: "group", "aria-label": "Runs with statistics" } });
-    this.scrubber = h("input", {
-      type: "range",
-      className: "scrubber",
-      dataset: { control: "ds-epoch" },
-      min: "0",
-      max: "0",
-      step: "1",
-      attrs: { "aria-label": "Epoch" },
-      on: {
-        input: () => {
-          clearTimeout(this.scrubTimer);
-          const index = Number(this.scrubber.value);
-          this.scrubTimer = setTimeout(() => this.onChange({ ds_epoch: index === Number(this.scrubber.max) ? null : index, ds_sample: null }), 60);
-        },
-      },
+    this.scrubber = scrubber({
+      control: "ds-epoch",
+      label: "Epoch",
+      onSettle: (index) => this.onChange({ ds_epoch: index === Number(this.scrubber.max) ? null : index, ds_sample: null }),
     });
     this.epochLabel = h("span", { className: "step-label epoch-label", attrs: { "aria-live": "polite" } });
     this.columns = h("div", { className: "dataset-columns" });

@@ -1,7 +1,7 @@
 // The controls: runs, mode, step navigation, sort and filters. Built once; update()
 // syncs them with the state without stealing focus from what the user is typing in.
 
-import { h, replaceChildren } from "./dom.js";
+import { h, replaceChildren, scrubber } from "./dom.js";
 import { plural } from "./format.js";
 import { MASK_CHOICES } from "./masks.js";
 import { FLAGS, SORTS } from "./samples.js";
@@ -59,22 +59,13 @@ export class Toolbar {
         },
       },
     });
-    this.scrubber = h("input", {
-      type: "range",
-      className: "scrubber",
-      dataset: { control: "scrubber" },
-      min: "0",
-      max: "0",
-      step: "1",
-      attrs: { "aria-label": "Logged steps" },
-      on: {
-        input: () => {
-          clearTimeout(this.scrubTimer);
-          const index = Number(this.scrubber.value);
-          this.stepLabel.textContent = this.describePosition(index);
-          this.scrubTimer = setTimeout(() => this.onStep({ index }), 60);
-        },
+    this.scrubber = scrubber({
+      control: "scrubber",
+      label: "Logged steps",
+      onMove: (index) => {
+        this.stepLabel.textContent = this.describePosition(index);
       },
+      onSettle: (index) => this.onStep({ index }),
     });
     this.stepLabel = h("span", { className: "step-label", attrs: { "aria-live": "polite" } });
     this.stepNote = h("span", { className: "step-note", attrs: { role: "status" } });

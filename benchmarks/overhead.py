@@ -61,7 +61,12 @@ CONFIGS = (
     "default",
     "every_batch_16",
     "every_batch_64",
+    # The default's parts: without the data map (and so without the watchlist), and
+    # without the watchlist alone. Not run unless named in --configs.
+    "default_no_stats",
+    "default_no_watchlist",
 )
+DEFAULT_CONFIGS = CONFIGS[:5]
 
 
 def make_images(samples: int, kind: str, side: int) -> np.ndarray:
@@ -177,6 +182,10 @@ def callbacks_for(name: str, run_dir: str, samples: int) -> list:
         return [keras.callbacks.TensorBoard(run_dir, update_freq="batch")]
     if name == "default":
         return [BatchImageLogger(run_dir, filenames=names)]
+    if name == "default_no_stats":
+        return [BatchImageLogger(run_dir, filenames=names, sample_stats=False)]
+    if name == "default_no_watchlist":
+        return [BatchImageLogger(run_dir, filenames=names, watchlist=0)]
     count = int(name.rsplit("_", 1)[1])
     return [
         BatchImageLogger(
@@ -280,7 +289,7 @@ def main() -> None:
     parser.add_argument("--images", choices=("shapes", "noise"), default="shapes")
     parser.add_argument("--side", type=int, default=64)
     parser.add_argument("--model", choices=("cnn", "small"), default="cnn")
-    parser.add_argument("--configs", default=",".join(CONFIGS))
+    parser.add_argument("--configs", default=",".join(DEFAULT_CONFIGS))
     parser.add_argument(
         "--jit-compile",
         default="auto",

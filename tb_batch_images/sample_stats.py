@@ -399,7 +399,7 @@ class SampleStatsTracker:
             return
         selector = core.SampleSelector(
             layout,
-            samples=logger.watchlist,
+            samples=min(logger.watchlist, watchlist.CAPTURES_PER_STEP),
             selection="first",
             loss_fn=core.per_sample_loss_fn(getattr(model, "loss", None)),
         )
@@ -407,7 +407,9 @@ class SampleStatsTracker:
             from .backends.tensorflow import _uses_xla
 
             selector.antialias = not _uses_xla(model)
-        self.watchlist = _in_scope(model, lambda: watchlist.Watchlist(selector))
+        self.watchlist = _in_scope(
+            model, lambda: watchlist.Watchlist(selector, size=logger.watchlist)
+        )
         model._metrics.append(self.watchlist)
         self._added.append(self.watchlist)
 

@@ -43,10 +43,11 @@ def _labels() -> np.ndarray:
     return labels
 
 
-def _train(log_dir, compile_options, watchlist=WATCHED):
+def _train(log_dir, compile_options, watchlist=WATCHED, batch_size=BATCH):
     keras.utils.set_random_seed(0)
     images = np.stack([rig.raw_image(i) for i in range(SAMPLES)])
-    recorder = rig.Recorder(capacity=EPOCHS * STEPS_PER_EPOCH + 4, max_batch=BATCH)
+    steps = EPOCHS * -(-SAMPLES // batch_size)
+    recorder = rig.Recorder(capacity=steps + 4, max_batch=batch_size)
     model = rig.make_model(recorder)
     model.compile("adam", "sparse_categorical_crossentropy", **compile_options)
     logger = BatchImageLogger(
@@ -59,7 +60,7 @@ def _train(log_dir, compile_options, watchlist=WATCHED):
     model.fit(
         {"image": images, "sample_id": ids},
         _labels(),
-        batch_size=BATCH,
+        batch_size=batch_size,
         epochs=EPOCHS,
         shuffle=True,
         validation_data=({"image": images[:16], "sample_id": ids[:16]}, _labels()[:16]),
@@ -118,6 +119,31 @@ def test_the_last_epochs_suspects_are_pictured_where_they_next_trained(
     # The logged batches are unchanged (none are scheduled here), and validation
     # batches never count: every capture was at a training step.
     assert list(read_batches(str(tmp_path), run="train")) == []
+
+
+def test_one_step_captures_at_most_its_share_of_the_watchlist(tmp_path):
+    """Every sample watched, batches of 20: each step copies at most
+    CAPTURES_PER_STEP (8) of its 20 watched samples, the first in watchlist order,
+    each where it trained; the others wait (here: past the epoch)."""
+    from tb_batch_images.watchlist import CAPTURES_PER_STEP
+
+    batch_size = 20
+    history = _train(tmp_path, COMPILES[0], watchlist=SAMPLES, batch_size=batch_size)
+    batches = list(read_batches(str(tmp_path), run="train", watchlist=True))
+    steps_per_epoch = -(-SAMPLES // batch_size)
+    assert [b.epoch for b in batches] == list(range(1, EPOCHS))
+    for batch in batches:
+        per_step: dict[int, int] = {}
+        for sample in batch.samples:
+            per_step[sample.record["batch"]] = (
+                per_step.get(sample.record["batch"], 0) + 1
+            )
+            step = batch.epoch * steps_per_epoch + sample.record["batch"]
+            trained_ids, _ = history[step]
+            assert rig.decode_id(sample.image) == sample.sample_id
+            assert trained_ids[sample.position] == sample.sample_id
+        # Every step had 20 watched samples and captured exactly its 8.
+        assert per_step == {b: CAPTURES_PER_STEP for b in range(steps_per_epoch)}
 
 
 def test_watchlist_0_writes_no_watchlist(tmp_path):

@@ -966,23 +966,13 @@ class SampleSelector:
         elif self.layout.layout == "CHW":
             image = ops.transpose(image, (0, 2, 3, 1))
         as_float = ops.cast(image, "float32")
-        finite = ops.isfinite(as_float)
-        axes = (1, 2, 3)
-        stats = ops.stack(
-            [
-                ops.min(ops.where(finite, as_float, np.inf), axis=axes),
-                ops.max(ops.where(finite, as_float, -np.inf), axis=axes),
-                ops.cast(ops.any(ops.isnan(as_float), axis=axes), "float32"),
-                ops.cast(ops.any(ops.isinf(as_float), axis=axes), "float32"),
-            ],
-            axis=1,
-        )
+        stats = _pixel_stats(as_float)
         if layout.dynamic_size:
-            images, sizes = self._fitted(image, as_float, finite)
+            images, sizes = self._fitted(image, as_float, ops.isfinite(as_float))
             return images, stats, sizes
         stored_h, stored_w, _ = self.layout.stored_shape
         if list(image.shape[1:3]) != [stored_h, stored_w]:
-            size = (stored_h, stored_w)
+            size, finite = (stored_h, stored_w), ops.isfinite(as_float)
             return _resized(as_float, finite, size, self.antialias), stats, None
         if self.layout.stored_dtype == "uint8":
             return image, stats, None
@@ -1045,6 +1035,39 @@ def _resized_map(values: Any, size: tuple[int, int]) -> Any:
         data_format="channels_last",
     )
     return resized[..., 0]
+
+
+def _pixel_stats(as_float: Any) -> Any:
+    """[n, 4]: per picture the min and max of its finite values, any NaN, any Inf."""
+    ops = keras.ops
+    axes = (1, 2, 3)
+
+    def masked():
+        finite = ops.isfinite(as_float)
+        return ops.stack(
+            [
+                ops.min(ops.where(finite, as_float, np.inf), axis=axes),
+                ops.max(ops.where(finite, as_float, -np.inf), axis=axes),
+                ops.cast(ops.any(ops.isnan(as_float), axis=axes), "float32"),
+                ops.cast(ops.any(ops.isinf(as_float), axis=axes), "float32"),
+            ],
+            axis=1,
+        )
+
+    if keras.backend.backend() != "tensorflow":
+        return masked()  # XLA (JAX) fuses these passes; torch would sync on a cond
+    # A TensorFlow graph on the CPU runs each op as its own pass over the pictures,
+    # and a select is the slowest of them. A finite sum means every value is finite
+    # (a NaN or an Inf makes the sum non-finite), so the common batch needs three
+    # reductions; any other takes the masked passes.
+    total = ops.sum(as_float, axis=axes)
+
+    def plain():
+        zeros = ops.zeros_like(total)
+        low, high = ops.min(as_float, axis=axes), ops.max(as_float, axis=axes)
+        return ops.stack([low, high, zeros, zeros], axis=1)
+
+    return ops.cond(ops.all(ops.isfinite(total)), plain, masked)
 
 
 def _resized(as_float: Any, finite: Any, size: tuple[Any, Any], antialias: bool) -> Any:

@@ -13,9 +13,12 @@ Like `sample_stats.SampleStats`, `Watchlist` is a `keras.metrics.Metric` appende
 model's metrics during `fit`, so its buffers are part of Keras's metrics state on every
 backend (TensorFlow graph/XLA/`steps_per_execution`, the JAX stateless step, PyTorch).
 Device memory: `watchlist` pictures at their logged size (float32 unless uint8 and
-not downscaled) plus about 8 KiB each (32 watched 64x64x3 float32 pictures: 1.8 MB). Each step compares `watchlist * batch` ids and copies at most
-`CAPTURES_PER_STEP` (8) watched samples into the buffers, whether or not one is in the
-batch: a ninth watched sample of the same batch waits for its next appearance.
+not downscaled) plus about 8 KiB each (32 watched 64x64x3 float32 pictures: 1.8 MB).
+Each step compares `watchlist * batch` ids and copies at most `CAPTURES_PER_STEP` (8)
+watched samples into the buffers: a ninth watched sample of the same batch waits for
+its next appearance. On TensorFlow and JAX a step whose batch holds no watched sample
+not yet captured skips the copy (`keras.ops.cond`: `tf.cond`, `lax.cond`); on PyTorch
+every step copies (a condition there would read a flag back to the host each step).
 """
 
 from __future__ import annotations
@@ -136,38 +139,52 @@ class Watchlist(keras.metrics.Metric):
             ops.any(match, axis=1),
             ops.logical_and(watch >= 0, self.filled.value < 0.5),
         )
-        # The rows this step writes: the first fresh ones, then any (left as they are).
-        index = ops.arange(self.size, dtype="float32") / float(self.size)
-        order = ops.cast(fresh, "float32") * 2.0 - index
-        rows = ops.cast(ops.top_k(order, self.selector.samples)[1], "int32")
-        chosen = ops.take(fresh, rows, axis=0)
-        position = ops.cast(ops.argmax(ops.cast(match, "int32"), axis=1), "int32")
-        taken = self.selector.take(
-            image, {}, ops.stop_gradient(y), y_pred, ops.take(position, rows, axis=0)
-        )
-        batch = ops.cast(ops.shape(ids)[0], "int32")
         step = self.step.value
-        at = ops.expand_dims(rows, 1)
+        names = ("filled", "captured_at", "batch_size", *_BUFFERS)
+        named = [(name, getattr(self, name)) for name in names]
+        named = [(name, buffer) for name, buffer in named if buffer is not None]
 
-        def keep(new, buffer):
-            old = ops.take(buffer.value, rows, axis=0)
-            mask = ops.reshape(chosen, [-1] + [1] * (len(old.shape) - 1))
-            value = ops.where(mask, ops.cast(new, old.dtype), old)
-            return ops.scatter_update(buffer.value, at, value)
-
-        updates = [
-            (self.filled, keep(ops.ones_like(rows), self.filled)),
-            (self.captured_at, keep(ops.ones_like(rows) * step, self.captured_at)),
-            (self.batch_size, keep(ops.ones_like(rows) * batch, self.batch_size)),
-            (self.step, step + 1),
-        ]
-        for name in _BUFFERS:
-            buffer = getattr(self, name)
-            if name in taken and buffer is not None:
-                value = taken[name]
+        def capture():
+            # The rows this step writes: the first fresh ones, then any (left as
+            # they are).
+            index = ops.arange(self.size, dtype="float32") / float(self.size)
+            order = ops.cast(fresh, "float32") * 2.0 - index
+            rows = ops.cast(ops.top_k(order, self.selector.samples)[1], "int32")
+            chosen = ops.take(fresh, rows, axis=0)
+            position = ops.cast(ops.argmax(ops.cast(match, "int32"), axis=1), "int32")
+            taken = self.selector.take(
+                image, {}, ops.stop_gradient(y), y_pred, ops.take(position, rows, axis=0)
+            )
+            batch = ops.cast(ops.shape(ids)[0], "int32")
+            taken["filled"] = ops.ones_like(rows)
+            taken["captured_at"] = ops.ones_like(rows) * step
+            taken["batch_size"] = ops.ones_like(rows) * batch
+            at = ops.expand_dims(rows, 1)
+            values = []
+            for name, buffer in named:
+                if name not in taken:
+                    values.append(buffer.value)
+                    continue
+                old = ops.take(buffer.value, rows, axis=0)
+                new = taken[name]
                 if name == "images":  # fitted to its own size (JAX, torch): pad
-                    value = _padded(value, buffer.shape)
-                updates.append((buffer, keep(value, buffer)))
+                    new = _padded(new, buffer.shape)
+                mask = ops.reshape(chosen, [-1] + [1] * (len(old.shape) - 1))
+                value = ops.where(mask, ops.cast(new, old.dtype), old)
+                values.append(ops.scatter_update(buffer.value, at, value))
+            return values
+
+        if keras.backend.backend() in ("tensorflow", "jax"):
+            # Most steps have no watched sample: skip the copy there (tf.cond,
+            # lax.cond). PyTorch would read the flag back to the host every step
+            # (a device sync), so it copies unconditionally.
+            values = ops.cond(
+                ops.any(fresh), capture, lambda: [buffer.value for _, buffer in named]
+            )
+        else:
+            values = capture()
+        updates = [(buffer, value) for (_, buffer), value in zip(named, values, strict=True)]
+        updates.append((self.step, step + 1))
         for buffer, value in updates:  # assigned last: torch updates in place
             buffer.assign(value)
 

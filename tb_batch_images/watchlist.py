@@ -144,9 +144,9 @@ class Watchlist(keras.metrics.Metric):
         named = [(name, getattr(self, name)) for name in names]
         named = [(name, buffer) for name, buffer in named if buffer is not None]
 
-        def capture():
-            # The rows this step writes: the first fresh ones, then any (left as
-            # they are).
+        def rows_and_values():
+            """The rows this step writes (the first fresh ones, then any, rewritten
+            as they are) and each buffer's new values for those rows."""
             index = ops.arange(self.size, dtype="float32") / float(self.size)
             order = ops.cast(fresh, "float32") * 2.0 - index
             rows = ops.cast(ops.top_k(order, self.selector.samples)[1], "int32")
@@ -159,31 +159,50 @@ class Watchlist(keras.metrics.Metric):
             taken["filled"] = ops.ones_like(rows)
             taken["captured_at"] = ops.ones_like(rows) * step
             taken["batch_size"] = ops.ones_like(rows) * batch
-            at = ops.expand_dims(rows, 1)
-            values = []
+            values = {}
             for name, buffer in named:
                 if name not in taken:
-                    values.append(buffer.value)
                     continue
                 old = ops.take(buffer.value, rows, axis=0)
                 new = taken[name]
                 if name == "images":  # fitted to its own size (JAX, torch): pad
                     new = _padded(new, buffer.shape)
                 mask = ops.reshape(chosen, [-1] + [1] * (len(old.shape) - 1))
-                value = ops.where(mask, ops.cast(new, old.dtype), old)
-                values.append(ops.scatter_update(buffer.value, at, value))
-            return values
+                values[name] = ops.where(mask, ops.cast(new, old.dtype), old)
+            return ops.expand_dims(rows, 1), values
 
-        if keras.backend.backend() in ("tensorflow", "jax"):
-            # Most steps have no watched sample: skip the copy there (tf.cond,
-            # lax.cond). PyTorch would read the flag back to the host every step
-            # (a device sync), so it copies unconditionally.
-            values = ops.cond(
+        backend = keras.backend.backend()
+        if backend == "tensorflow":
+            # Most steps have no watched sample: skip the copy there (tf.cond), and
+            # write the chosen rows in place (a copy of every buffer costs more than
+            # the capture itself on a CPU).
+            def capture_in_place():
+                at, values = rows_and_values()
+                for name, buffer in named:
+                    if name in values:
+                        buffer.value.scatter_nd_update(at, values[name])
+                return ops.zeros((), "int32")
+
+            ops.cond(ops.any(fresh), capture_in_place, lambda: ops.zeros((), "int32"))
+            self.step.assign(step + 1)
+            return
+
+        def capture():
+            at, values = rows_and_values()
+            return [
+                ops.scatter_update(buffer.value, at, values[name])
+                if name in values
+                else buffer.value
+                for name, buffer in named
+            ]
+
+        if backend == "jax":  # lax.cond: no copy on a step with no watched sample
+            new = ops.cond(
                 ops.any(fresh), capture, lambda: [buffer.value for _, buffer in named]
             )
-        else:
-            values = capture()
-        updates = [(buffer, value) for (_, buffer), value in zip(named, values, strict=True)]
+        else:  # PyTorch: a condition would read a flag back to the host every step
+            new = capture()
+        updates = [(buffer, value) for (_, buffer), value in zip(named, new, strict=True)]
         updates.append((self.step, step + 1))
         for buffer, value in updates:  # assigned last: torch updates in place
             buffer.assign(value)

@@ -279,7 +279,10 @@ class ModeBuffers:
             value = tf.cast(value, variable_.dtype)
             if self.slots == 1:
                 variable_.assign(tf.reshape(value, variable_.shape))
-            else:
+            elif not tf.distribute.has_strategy():
+                # This slot only, in place (not a copy of every slot).
+                variable_.scatter_nd_update([[slot]], value[tf.newaxis])
+            else:  # a strategy's on-read variables cannot scatter in place
                 variable_.assign(
                     tf.tensor_scatter_nd_update(
                         variable_.read_value(), [[slot]], value[tf.newaxis]

@@ -176,10 +176,16 @@ class Watchlist(keras.metrics.Metric):
             # Most steps have no watched sample: skip the copy there (tf.cond), and
             # write the chosen rows in place (a copy of every buffer costs more than
             # the capture itself on a CPU).
+            import tensorflow as tf
+
             def capture_in_place():
                 at, values = rows_and_values()
                 for name, buffer in named:
-                    if name in values:
+                    if name not in values:
+                        continue
+                    if tf.distribute.has_strategy():  # its variables cannot scatter
+                        buffer.assign(ops.scatter_update(buffer.value, at, values[name]))
+                    else:
                         buffer.value.scatter_nd_update(at, values[name])
                 return ops.zeros((), "int32")
 

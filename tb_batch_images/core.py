@@ -968,17 +968,17 @@ class SampleSelector:
         as_float = ops.cast(image, "float32")
         stats = _pixel_stats(as_float)
         if layout.dynamic_size:
-            images, sizes = self._fitted(image, as_float, ops.isfinite(as_float))
+            images, sizes = self._fitted(image, as_float)
             return images, stats, sizes
         stored_h, stored_w, _ = self.layout.stored_shape
         if list(image.shape[1:3]) != [stored_h, stored_w]:
-            size, finite = (stored_h, stored_w), ops.isfinite(as_float)
-            return _resized(as_float, finite, size, self.antialias), stats, None
+            size = (stored_h, stored_w)
+            return _resized(as_float, size, self.antialias), stats, None
         if self.layout.stored_dtype == "uint8":
             return image, stats, None
         return as_float, stats, None
 
-    def _fitted(self, image: Any, as_float: Any, finite: Any) -> tuple[Any, Any]:
+    def _fitted(self, image: Any, as_float: Any) -> tuple[Any, Any]:
         """An image batch of unknown size, fitted into max_image_size.
 
         JAX and PyTorch trace with concrete shapes: the size is computed here, and the
@@ -998,7 +998,7 @@ class SampleSelector:
                 fitted = image if uint8 else as_float
             else:
                 size = (stored_h, stored_w)
-                fitted = _resized(as_float, finite, size, self.antialias)
+                fitted = _resized(as_float, size, self.antialias)
                 if uint8:
                     fitted = ops.cast(ops.clip(ops.round(fitted), 0, 255), "uint8")
             sizes = ops.convert_to_tensor(
@@ -1007,7 +1007,7 @@ class SampleSelector:
                 )
             )
             return fitted, sizes
-        return _fitted_in_graph(image, as_float, finite, side, uint8, n, self.antialias)
+        return _fitted_in_graph(image, as_float, side, uint8, n, self.antialias)
 
 
 def _picture_size(layout: InputLayout) -> tuple[int, int]:
@@ -1070,9 +1070,10 @@ def _pixel_stats(as_float: Any) -> Any:
     return ops.cond(ops.all(ops.isfinite(total)), plain, masked)
 
 
-def _resized(as_float: Any, finite: Any, size: tuple[Any, Any], antialias: bool) -> Any:
+def _resized(as_float: Any, size: tuple[Any, Any], antialias: bool) -> Any:
+    """Bilinear resize, NaN and Inf counted as 0 (they are flagged in the stats)."""
     return keras.ops.image.resize(
-        keras.ops.where(finite, as_float, 0.0),
+        keras.ops.where(keras.ops.isfinite(as_float), as_float, 0.0),
         size,
         interpolation="bilinear",
         antialias=antialias,
@@ -1081,7 +1082,7 @@ def _resized(as_float: Any, finite: Any, size: tuple[Any, Any], antialias: bool)
 
 
 def _fitted_in_graph(
-    image, as_float, finite, side: int, uint8: bool, n: int, antialias: bool
+    image, as_float, side: int, uint8: bool, n: int, antialias: bool
 ):
     """TensorFlow graph, size unknown when traced: fit, pad to [side, side], sizes."""
     import tensorflow as tf  # only a TensorFlow graph has sizes unknown when traced
@@ -1099,7 +1100,9 @@ def _fitted_in_graph(
 
     def resize():
         values = tf.image.resize(
-            tf.where(finite, as_float, 0.0), [stored_h, stored_w], antialias=antialias
+            tf.where(tf.math.is_finite(as_float), as_float, 0.0),
+            [stored_h, stored_w],
+            antialias=antialias,
         )
         if uint8:
             return tf.cast(tf.clip_by_value(tf.round(values), 0, 255), tf.uint8)

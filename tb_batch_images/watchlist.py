@@ -174,19 +174,14 @@ class Watchlist(keras.metrics.Metric):
         backend = keras.backend.backend()
         if backend == "tensorflow":
             # Most steps have no watched sample: skip the copy there (tf.cond), and
-            # write the chosen rows in place (a copy of every buffer costs more than
-            # the capture itself on a CPU).
-            import tensorflow as tf
+            # write only the chosen rows.
+            from .backends.tensorflow import scatter_rows
 
             def capture_in_place():
                 at, values = rows_and_values()
                 for name, buffer in named:
-                    if name not in values:
-                        continue
-                    if tf.distribute.has_strategy():  # its variables cannot scatter
-                        buffer.assign(ops.scatter_update(buffer.value, at, values[name]))
-                    else:
-                        buffer.value.scatter_nd_update(at, values[name])
+                    if name in values:
+                        scatter_rows(buffer.value, at, values[name])
                 return ops.zeros((), "int32")
 
             ops.cond(ops.any(fresh), capture_in_place, lambda: ops.zeros((), "int32"))

@@ -158,6 +158,18 @@ def _one_replica_spec(spec: Any) -> Any:
     return value_specs[0] if value_specs else spec
 
 
+def scatter_rows(variable: tf.Variable, indices: Any, rows: Any) -> None:
+    """Writes `rows` at `indices` of `variable`, in place (a copy of the whole
+    variable costs more than the capture itself on a CPU). Under a tf.distribute
+    strategy, whose on-read variables cannot scatter, the scattered copy is assigned."""
+    if tf.distribute.has_strategy():
+        variable.assign(
+            tf.tensor_scatter_nd_update(variable.read_value(), indices, rows)
+        )
+    else:
+        variable.scatter_nd_update(indices, rows)
+
+
 class ModeBuffers:
     """The capture variables of one mode (train or validation) and their graph code.
 
@@ -279,15 +291,8 @@ class ModeBuffers:
             value = tf.cast(value, variable_.dtype)
             if self.slots == 1:
                 variable_.assign(tf.reshape(value, variable_.shape))
-            elif not tf.distribute.has_strategy():
-                # This slot only, in place (not a copy of every slot).
-                variable_.scatter_nd_update([[slot]], value[tf.newaxis])
-            else:  # a strategy's on-read variables cannot scatter in place
-                variable_.assign(
-                    tf.tensor_scatter_nd_update(
-                        variable_.read_value(), [[slot]], value[tf.newaxis]
-                    )
-                )
+            else:  # this slot only
+                scatter_rows(variable_, [[slot]], value[tf.newaxis])
 
     # -- on the training thread ----------------------------------------------
     def arm(self, extra: list[int]) -> None:

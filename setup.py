@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 HERE = Path(__file__).parent
 
@@ -17,7 +17,10 @@ setup(
     python_requires=">=3.11",
     # The gallery (top-level `frontend/`) ships inside the package as
     # `tb_batch_images/frontend` so the plugin can serve it after `pip install`.
-    packages=["tb_batch_images", "tb_batch_images.frontend"],
+    packages=[
+        *find_packages(include=["tb_batch_images", "tb_batch_images.*"]),
+        "tb_batch_images.frontend",
+    ],
     package_dir={"tb_batch_images.frontend": "frontend"},
     package_data={"tb_batch_images.frontend": ["*.js", "*.css"]},
     install_requires=[

@@ -40,7 +40,10 @@ def main() -> None:
                 watched = 0 if name == "ours_watchlist_off" else 32
                 callbacks.append(
                     BatchImageLogger(
-                        logdir, every_n_steps=0, num_samples=len(images), watchlist=watched
+                        logdir,
+                        every_n_steps=0,
+                        num_samples=len(images),
+                        watchlist=watched,
                     )
                 )
             start = time.perf_counter()

@@ -1,7 +1,7 @@
 """Writes a synthetic tb-batch-images log directory: R runs x S steps x k images.
 
-Every step goes through the real writer code path (`tb_batch_images.writer.write_summary`
-with records from `tb_batch_images.format.encode_record`), so TensorBoard reads exactly
+Every step goes through the real writer code path (`tb_batch_images.host.writer.write_summary`
+with records from `tb_batch_images.contract.encode_record`), so TensorBoard reads exactly
 what `BatchImageLogger` writes; only the training is skipped. Images are drawn from a
 small pool of pre-encoded PNGs, which keeps generation fast; their bytes are real PNGs.
 
@@ -33,8 +33,8 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from tb_batch_images import format as fmt
-from tb_batch_images.writer import write_summary
+from tb_batch_images import contract as fmt
+from tb_batch_images.host.writer import write_summary
 
 CLASS_NAMES = ["cat", "dog", "bird"]
 
@@ -182,7 +182,7 @@ def write_run(
             write(
                 writer,
                 fmt.BATCHES_TAG,
-                fmt.KIND_BATCHES,
+                fmt.SERIES_BATCHES,
                 step,
                 [fmt.encode_record(record), *images],
             )
@@ -191,7 +191,7 @@ def write_run(
             write(
                 writer,
                 fmt.STATUS_TAG,
-                fmt.KIND_STATUS,
+                fmt.SERIES_STATUS,
                 last_step,
                 [fmt.encode_record(status_record(mode, steps))],
             )

@@ -50,8 +50,8 @@ import tensorflow as tf  # noqa: E402
 from demo.dataset import CLASSES as CLASS_SHAPES  # noqa: E402
 from demo.dataset import draw_shape  # noqa: E402
 from tb_batch_images import BatchImageLogger  # noqa: E402
-from tb_batch_images import format as fmt  # noqa: E402
-from tb_batch_images import writer as writer_module  # noqa: E402
+from tb_batch_images import contract as fmt  # noqa: E402
+from tb_batch_images.host import writer as writer_module  # noqa: E402
 
 BATCH = 64
 CLASSES = 10

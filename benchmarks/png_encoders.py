@@ -10,7 +10,7 @@ encoder released the GIL while it worked, near 0.5 that it held it.
 
     .venv/bin/python -m benchmarks.png_encoders --images 16 --repeats 20
 
-Encoders: `ours` (tb_batch_images.pixels.encode_png: numpy "up" filter + zlib level 1),
+Encoders: `ours` (tb_batch_images.host.pixels.encode_png: numpy "up" filter + zlib level 1),
 `ours_none` (same, filter "none"), `pillow_1` (Pillow, compress_level=1, what the
 writer used before), `pillow_6` (Pillow's default), `tf_encode_png`
 (`tf.io.encode_png`, default compression), and `opencv_1` (`cv2.imencode` with
@@ -32,7 +32,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from tb_batch_images.pixels import encode_png  # noqa: E402
+from tb_batch_images.host.pixels import encode_png  # noqa: E402
 
 
 def images_of(kind: str, count: int, side: int) -> list[np.ndarray]:
@@ -73,7 +73,7 @@ def encoders() -> dict:
         import struct
         import zlib
 
-        from tb_batch_images.pixels import _png_chunk
+        from tb_batch_images.host.pixels import _png_chunk
 
         h, w, c = pixels.shape
         rows = np.zeros((h, w * c + 1), np.uint8)

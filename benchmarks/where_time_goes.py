@@ -33,10 +33,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 
 from benchmarks.overhead import BATCH, dataset, make_images, model  # noqa: E402
-from tb_batch_images import BatchImageLogger, callback, pixels, predictions  # noqa: E402
-from tb_batch_images import format as fmt  # noqa: E402
-from tb_batch_images import record as record_module  # noqa: E402
-from tb_batch_images import writer as writer_module  # noqa: E402
+from tb_batch_images import BatchImageLogger  # noqa: E402
+from tb_batch_images import contract as fmt  # noqa: E402
+from tb_batch_images.host import pixels, predictions  # noqa: E402
+from tb_batch_images.host import record as record_module  # noqa: E402
+from tb_batch_images.host import writer as writer_module  # noqa: E402
+from tb_batch_images.logger import callback, session  # noqa: E402
 
 SPENT: dict[str, float] = defaultdict(float)
 CALLS: dict[str, int] = defaultdict(int)
@@ -76,16 +78,16 @@ def instrument() -> None:
         "writer: tf.summary write + flush", writer_module.write_summary
     )
     if keras.backend.backend() == "tensorflow":
-        from tb_batch_images.backends import tensorflow as tf_adapter
+        from tb_batch_images.capture.backends import tensorflow as tf_adapter
 
         buffers = tf_adapter.ModeBuffers
         buffers.collect = timed(
             "training thread: host read of the capture buffers", buffers.collect
         )
-    logger_class = callback.BatchImageLogger
-    logger_class._collected = timed(
-        "training thread: hand-over to the writer", logger_class._collected
+    session.CaptureSession.collected = timed(
+        "training thread: hand-over to the writer", session.CaptureSession.collected
     )
+    logger_class = callback.BatchImageLogger
     for method in ("on_train_batch_begin", "on_train_batch_end"):
         setattr(
             logger_class,

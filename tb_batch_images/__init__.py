@@ -1,8 +1,11 @@
 """tb-batch-images: see, batch by batch, exactly what a Keras model trained on.
 
 Writer side: `BatchImageLogger`, a Keras callback, and `image_dataset_from_directory`
-(Keras's loader with a sample id beside each image). Reader side: `read_batches`, `read_sample_stats`, and
-the TensorBoard plugin `batch_images` (loaded by TensorBoard itself).
+(Keras's loader with a sample id beside each image). Reader side: `read_batches`,
+`read_sample_stats`, and the TensorBoard plugin `batch_images` (loaded by TensorBoard
+itself). The parts, and the one direction of data between them, are in
+docs/architecture.md: `contract` (the on-disk format), `capture` (inside the compiled
+step), `host` (encoding and writing), `logger` (the callback), `reader` and `plugin`.
 """
 
 __version__ = "0.1.0"
@@ -22,15 +25,15 @@ _DATASETS = ("image_dataset_from_directory", "map_images", "without_ids")
 def __getattr__(name):
     # Imported lazily so that TensorBoard loading the plugin does not import Keras.
     if name == "BatchImageLogger":
-        from tb_batch_images.callback import BatchImageLogger
+        from tb_batch_images.logger.callback import BatchImageLogger
 
         return BatchImageLogger
     if name == "read_batches":
-        from tb_batch_images.reader import read_batches
+        from tb_batch_images.reader.batches import read_batches
 
         return read_batches
     if name == "read_sample_stats":
-        from tb_batch_images.reader import read_sample_stats
+        from tb_batch_images.reader.sample_stats import read_sample_stats
 
         return read_sample_stats
     if name in _DATASETS:

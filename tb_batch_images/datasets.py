@@ -21,18 +21,17 @@ So one list names the training and the validation pictures:
 from __future__ import annotations
 
 import functools
-import threading
 from collections.abc import Callable
 from typing import Any
 
 import tensorflow as tf
 
-from tb_batch_images import format as fmt
+from tb_batch_images import contract
+from tb_batch_images.capture import keras_internals
 
 IMAGE_KEY = "image"
 # The attributes Keras sets on its datasets, carried over by this module's helpers.
 _ATTRIBUTES = ("class_names", "file_paths", "subset_file_paths")
-_patch_lock = threading.Lock()
 
 
 def image_dataset_from_directory(directory: str, *args: Any, **kwargs: Any) -> Any:
@@ -56,38 +55,32 @@ def image_dataset_from_directory(directory: str, *args: Any, **kwargs: Any) -> A
     `file_paths` from the dataset this function returned, or use `map_images` and
     `without_ids`, which carry the attributes over. Only `format="tf"` is supported.
     """
-    from keras.src.utils import dataset_utils, image_dataset_utils
-
     if kwargs.get("format", "tf") != "tf":
         raise ValueError(
             "tb_batch_images.image_dataset_from_directory supports format='tf' only "
             f"(got format={kwargs['format']!r}); tf.data input works on every Keras "
             "backend"
         )
+    loader = keras_internals.DirectoryLoader.find()
+    if loader is None:
+        raise RuntimeError(
+            f"tb_batch_images.image_dataset_from_directory does not know the "
+            f"directory loader of Keras {keras_internals.KERAS_VERSION}"
+        )
     every_file: list[str] = []
-    original_index = dataset_utils.index_directory
-    original_build = image_dataset_utils.paths_and_labels_to_dataset
-
-    def index_directory(*index_args, **index_kwargs):
-        paths, labels, class_names = original_index(*index_args, **index_kwargs)
-        every_file[:] = list(paths)
-        return paths, labels, class_names
 
     def build(image_paths, **build_kwargs):
         position = {path: i for i, path in enumerate(every_file)}
         ids = [position[path] for path in image_paths]
-        return _paths_and_ids_to_dataset(image_paths, ids, **build_kwargs)
+        return _paths_and_ids_to_dataset(loader, image_paths, ids, **build_kwargs)
 
-    with _patch_lock:  # Keras looks both names up at call time
-        dataset_utils.index_directory = index_directory
-        image_dataset_utils.paths_and_labels_to_dataset = build
-        try:
-            result = image_dataset_utils.image_dataset_from_directory(
-                directory, *args, **kwargs
-            )
-        finally:
-            dataset_utils.index_directory = original_index
-            image_dataset_utils.paths_and_labels_to_dataset = original_build
+    result = loader.load(
+        lambda paths: every_file.__setitem__(slice(None), paths),
+        build,
+        directory,
+        *args,
+        **kwargs,
+    )
     datasets = list(result) if isinstance(result, (list, tuple)) else [result]
     for dataset in datasets:
         dataset.subset_file_paths = dataset.file_paths
@@ -97,6 +90,7 @@ def image_dataset_from_directory(directory: str, *args: Any, **kwargs: Any) -> A
 
 
 def _paths_and_ids_to_dataset(
+    loader: keras_internals.DirectoryLoader,
     image_paths: list[str],
     ids: list[int],
     image_size,
@@ -119,13 +113,11 @@ def _paths_and_ids_to_dataset(
     does not depend on what the elements hold), and each image is loaded by Keras's
     own `_load_image_tf`.
     """
-    from keras.src.utils import dataset_utils, image_dataset_utils
-
     inputs = tf.data.Dataset.from_tensor_slices(
         (image_paths, tf.constant(ids, tf.int64))
     )
     if label_mode:
-        label_ds = dataset_utils.labels_to_dataset_tf(labels, label_mode, num_classes)
+        label_ds = loader.labels_to_dataset(labels, label_mode, num_classes)
         dataset = tf.data.Dataset.zip((inputs, label_ds))
     else:
         dataset = inputs
@@ -141,8 +133,8 @@ def _paths_and_ids_to_dataset(
     )
 
     def x_of(path, sample_id):
-        image = image_dataset_utils._load_image_tf(path, *load_args)
-        return {IMAGE_KEY: image, fmt.SAMPLE_ID_KEY: sample_id}
+        image = loader.load_image(path, *load_args)
+        return {IMAGE_KEY: image, contract.SAMPLE_ID_KEY: sample_id}
 
     if label_mode:
         return dataset.map(
@@ -162,7 +154,7 @@ def without_ids(dataset: tf.data.Dataset) -> tf.data.Dataset:
 
     def strip(x, *rest):
         if isinstance(x, dict):
-            kept = {k: v for k, v in x.items() if k not in fmt.METADATA_KEYS}
+            kept = {k: v for k, v in x.items() if k not in contract.METADATA_KEYS}
             x = kept[IMAGE_KEY] if list(kept) == [IMAGE_KEY] else kept
         return (x, *rest) if rest else x
 

@@ -38,7 +38,7 @@ from tensorboard.plugins.core import core_plugin
 from tensorboard.util import grpc_util
 from werkzeug import test as werkzeug_test
 
-from tb_batch_images import format as fmt
+from tb_batch_images import contract as fmt
 from tb_batch_images.plugin import BatchImagesLoader
 
 PLUGIN_ROUTE = f"/data/plugin/{fmt.PLUGIN_NAME}"

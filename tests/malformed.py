@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import make_logdir
-from tb_batch_images import format as fmt
+from tb_batch_images import contract as fmt
 
 MARKUP = "<img src=x onerror=alert(1)>"
 IMAGE_SIZE = 8
@@ -273,7 +273,7 @@ def write_corpus(logdir: str | Path) -> None:
     """Writes `malformed/train` (one step per case) and `good/train` under logdir."""
     import tensorflow as tf
 
-    from tb_batch_images.writer import write_summary
+    from tb_batch_images.host.writer import write_summary
 
     pool = make_logdir.png_pool(SAMPLES, IMAGE_SIZE)
     writer = tf.summary.create_file_writer(str(Path(logdir) / MALFORMED_RUN))
@@ -281,9 +281,9 @@ def write_corpus(logdir: str | Path) -> None:
         for step, case in enumerate(CASES):
             elements = [] if case.element_0 is None else [case.element_0]
             elements += pool[: case.images]
-            write_summary(writer, fmt.BATCHES_TAG, fmt.KIND_BATCHES, step, elements)
+            write_summary(writer, fmt.BATCHES_TAG, fmt.SERIES_BATCHES, step, elements)
         write_summary(
-            writer, fmt.STATUS_TAG, fmt.KIND_STATUS, len(CASES) - 1, [BAD_STATUS]
+            writer, fmt.STATUS_TAG, fmt.SERIES_STATUS, len(CASES) - 1, [BAD_STATUS]
         )
     finally:
         writer.close()

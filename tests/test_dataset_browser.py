@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tb_batch_images import format as fmt
+from tb_batch_images import contract as fmt
 
 from . import rig
 from .conftest import SCREENSHOTS, Gallery, TensorBoardProcess, view_fragment

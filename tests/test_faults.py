@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 from tb_batch_images import BatchImageLogger, read_batches
-from tb_batch_images import writer as writer_module
+from tb_batch_images.host import writer as writer_module
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -113,7 +113,7 @@ def test_status_records_count_what_was_dropped(tmp_path, monkeypatch):
     from tensorboard.backend.event_processing import plugin_event_multiplexer
     from tensorboard.util import tensor_util
 
-    from tb_batch_images import format as fmt
+    from tb_batch_images import contract as fmt
 
     multiplexer = plugin_event_multiplexer.EventMultiplexer(
         tensor_size_guidance={fmt.PLUGIN_NAME: 0}

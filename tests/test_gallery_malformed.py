@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from tb_batch_images import format as fmt
-from tb_batch_images import validate
+from tb_batch_images import contract as fmt
+from tb_batch_images.contract import schema as validate
 
 from . import malformed
 from .conftest import Gallery, TensorBoardProcess, view_fragment

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tb_batch_images import format as fmt
+from tb_batch_images import contract as fmt
 
 from .conftest import Gallery, TensorBoardProcess, view_fragment
 

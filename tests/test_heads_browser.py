@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tb_batch_images import format as fmt
+from tb_batch_images import contract as fmt
 from tb_batch_images import read_batches
 
 from .conftest import Gallery, TensorBoardProcess, view_fragment
@@ -67,8 +67,8 @@ def logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _copy_with_markup_head(source: Path, target: Path) -> None:
     import tensorflow as tf
 
-    from tb_batch_images import pixels
-    from tb_batch_images.writer import write_summary
+    from tb_batch_images.host import pixels
+    from tb_batch_images.host.writer import write_summary
 
     writer = tf.summary.create_file_writer(str(target))
     for batch in read_batches(str(source)):
@@ -79,7 +79,7 @@ def _copy_with_markup_head(source: Path, target: Path) -> None:
             sample["head_losses"] = {"cls": losses["cls"], MARKUP_HEAD: losses["box"]}
         images = [pixels.encode(s.image, 256, "png")[0] for s in batch.samples]
         elements = [fmt.encode_record(record), *images]
-        write_summary(writer, fmt.BATCHES_TAG, fmt.KIND_BATCHES, batch.step, elements)
+        write_summary(writer, fmt.BATCHES_TAG, fmt.SERIES_BATCHES, batch.step, elements)
     writer.close()
 
 

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tb_batch_images import format as fmt
+from tb_batch_images import contract as fmt
 
 from .conftest import Gallery, TensorBoardProcess, view_fragment
 
@@ -131,8 +131,8 @@ def _write_run(
 ) -> dict:
     import tensorflow as tf
 
-    from tb_batch_images import pixels
-    from tb_batch_images.writer import write_summary
+    from tb_batch_images.host import pixels
+    from tb_batch_images.host.writer import write_summary
 
     record = _record(extras, masks, class_names)
     elements = [fmt.encode_record(record)]
@@ -140,7 +140,7 @@ def _write_run(
     for label, prediction in pairs:
         elements += [pixels.encode_png(label), pixels.encode_png(prediction)]
     writer = tf.summary.create_file_writer(str(run_dir))
-    write_summary(writer, fmt.BATCHES_TAG, fmt.KIND_BATCHES, 0, elements)
+    write_summary(writer, fmt.BATCHES_TAG, fmt.SERIES_BATCHES, 0, elements)
     writer.close()
     return record
 

@@ -13,7 +13,8 @@ import keras
 import numpy as np
 import pytest
 
-from tb_batch_images import BatchImageLogger, pixels, read_batches
+from tb_batch_images import BatchImageLogger, read_batches
+from tb_batch_images.host import pixels
 
 PRESETS = {
     "caffe": keras.applications.resnet50.preprocess_input,

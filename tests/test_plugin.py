@@ -25,7 +25,7 @@ from tensorboard.plugins import base_plugin
 from tensorboard.plugins.core import core_plugin
 from werkzeug import test as werkzeug_test
 
-from tb_batch_images import format as fmt
+from tb_batch_images import contract as fmt
 from tb_batch_images import plugin as plugin_module
 from tb_batch_images.plugin import BatchImagesLoader, BatchImagesPlugin
 
@@ -303,13 +303,13 @@ def _write_records(run_dir: Path, records: list[tuple[int, bytes]]) -> None:
     import tensorflow as tf
 
     from benchmarks import make_logdir
-    from tb_batch_images.writer import write_summary
+    from tb_batch_images.host.writer import write_summary
 
     (png,) = make_logdir.png_pool(1, 8)
     summary_writer = tf.summary.create_file_writer(str(run_dir))
     for step, element_0 in records:
         write_summary(
-            summary_writer, fmt.BATCHES_TAG, fmt.KIND_BATCHES, step, [element_0, png]
+            summary_writer, fmt.BATCHES_TAG, fmt.SERIES_BATCHES, step, [element_0, png]
         )
     summary_writer.close()
 
@@ -381,8 +381,8 @@ def test_mask_indices_are_served_as_image_keys_and_a_missing_one_is_null(
     import tensorflow as tf
 
     from benchmarks import make_logdir
-    from tb_batch_images import pixels
-    from tb_batch_images.writer import write_summary
+    from tb_batch_images.host import pixels
+    from tb_batch_images.host.writer import write_summary
 
     record = make_logdir.batch_record(
         mode="train",
@@ -405,7 +405,7 @@ def test_mask_indices_are_served_as_image_keys_and_a_missing_one_is_null(
     elements = [fmt.encode_record(record), *pictures]
     elements += [pixels.encode_png(mask) for mask in masks]
     writer = tf.summary.create_file_writer(str(tmp_path / "seg" / "train"))
-    write_summary(writer, fmt.BATCHES_TAG, fmt.KIND_BATCHES, 0, elements)
+    write_summary(writer, fmt.BATCHES_TAG, fmt.SERIES_BATCHES, 0, elements)
     writer.close()
 
     server = plugin_server(tmp_path, load_fast)

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from tb_batch_images import BatchImageLogger, read_sample_stats
-from tb_batch_images import format as fmt
+from tb_batch_images import contract as fmt
 
 BACKEND = keras.backend.backend()
 SIZE = 4

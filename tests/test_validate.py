@@ -1,4 +1,4 @@
-"""The record validator (`tb_batch_images.validate`), and every reader behind it.
+"""The record validator (`tb_batch_images.contract.schema`), and every reader behind it.
 
 - the schema is the one docs/format.md states ("Validation"), field by field: each
   field drops every JSON type its row does not accept;
@@ -29,8 +29,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tb_batch_images import format as fmt
-from tb_batch_images import validate
+from tb_batch_images import contract as fmt
+from tb_batch_images.contract import schema as validate
 
 from . import malformed
 from .conftest import PluginServer
@@ -477,11 +477,11 @@ class FuzzBoard:
 
     def write(self, element_0: bytes, images: int) -> int:
         """Writes one step with the real summary writer; TensorBoard reloads."""
-        from tb_batch_images.writer import write_summary
+        from tb_batch_images.host.writer import write_summary
 
         step = next(self.steps)
         elements = [element_0, *self.pool[:images]]
-        write_summary(self.writer, fmt.BATCHES_TAG, fmt.KIND_BATCHES, step, elements)
+        write_summary(self.writer, fmt.BATCHES_TAG, fmt.SERIES_BATCHES, step, elements)
         self.server.reload()
         return step
 

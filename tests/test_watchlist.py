@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from tb_batch_images import BatchImageLogger, read_batches, read_sample_stats
-from tb_batch_images import format as fmt
+from tb_batch_images import contract as fmt
 
 from . import rig
 
@@ -125,7 +125,7 @@ def test_one_step_captures_at_most_its_share_of_the_watchlist(tmp_path):
     """Every sample watched, batches of 20: each step copies at most
     CAPTURES_PER_STEP (8) of its 20 watched samples, the first in watchlist order,
     each where it trained; the others wait (here: past the epoch)."""
-    from tb_batch_images.watchlist import CAPTURES_PER_STEP
+    from tb_batch_images.capture.watchlist import CAPTURES_PER_STEP
 
     batch_size = 20
     history = _train(tmp_path, COMPILES[0], watchlist=SAMPLES, batch_size=batch_size)

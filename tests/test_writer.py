@@ -19,8 +19,9 @@ from PIL import Image
 from tensorboard.backend.event_processing import plugin_event_multiplexer
 from tensorboard.util import tensor_util
 
-from tb_batch_images import BatchImageLogger, pixels, read_batches
-from tb_batch_images import format as fmt
+from tb_batch_images import BatchImageLogger, read_batches
+from tb_batch_images import contract as fmt
+from tb_batch_images.host import pixels
 
 BATCH = 16
 SIDE = 32

@@ -1,0 +1,149 @@
+"""JAX and PyTorch: the chosen samples leave the step beside its logs.
+
+The wrapped step adds the `SampleSelector` arrays to the logs it returns, under a
+private key; the adapter pops them per step, before Keras or any callback sees the
+logs, and converts them to numpy only on the steps it logs. The host counts the steps
+itself (one call of the per-step function is one step). Inside a compiled step the
+selection runs on every step (a few gathers on `samples_per_batch` samples); an eager
+step computes it only when the host wants that step.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+
+from tb_batch_images import contract
+from tb_batch_images.capture import metadata_keys, specs
+from tb_batch_images.capture.backends.base import Adapter, CaptureHost
+from tb_batch_images.capture.backends.symbolic_build import STRINGS_OFF_TENSORFLOW
+from tb_batch_images.capture.batch import STEP_ARRAYS
+from tb_batch_images.capture.selector import SampleSelector
+
+LOGS_KEYS = {
+    "train": "_tb_batch_images_train",
+    "validation": "_tb_batch_images_validation",
+}
+
+
+class LogsAdapter(Adapter):
+    """Shared by the JAX and PyTorch adapters."""
+
+    def __init__(self, model: keras.Model, host: CaptureHost):
+        super().__init__(model, host)
+        self._selectors: dict[str, SampleSelector | None] = {}
+        self._counter = {"train": 0, "validation": 0}
+        self._want_now: dict[str, bool] = {}
+        self._pending: list[dict[str, Any]] = []
+
+    def begin_fit(self, start_step: int) -> None:
+        self.find_heads()
+        self._selectors = {}
+        self._counter = {"train": start_step, "validation": 0}
+        self._pending = []
+
+    def begin_validation(self) -> None:
+        self._counter["validation"] = 0
+
+    def read_step(self) -> int | None:
+        return self._counter["train"]
+
+    def selector(self, mode: str) -> SampleSelector | None:
+        return self._selectors.get(mode)
+
+    # -- in the step -------------------------------------------------------------
+    def is_compiling(self, x: Any) -> bool:
+        """True while the step is traced or compiled (it then captures every step)."""
+        raise NotImplementedError
+
+    def wants_capture(self, mode: str, x: Any) -> bool:
+        if not self.host.capturing(mode):
+            return False
+        return self.is_compiling(x) or self._want_now.get(mode, False)
+
+    def _capture(self, mode, x, metadata, y, y_pred, result):
+        selector = self._selectors.get(mode)
+        if selector is None:
+            selector = self._selectors[mode] = self._new_selector(x, metadata)
+        image = metadata_keys.select_image(x, selector.layout, metadata)
+        arrays = self.place(selector.select(image, metadata, y, y_pred))
+        logs = self.logs_of(result)
+        if not isinstance(logs, dict):
+            return result
+        return self.with_logs(result, {**logs, LOGS_KEYS[mode]: arrays})
+
+    def _new_selector(self, x: Any, metadata: dict) -> SampleSelector:
+        if isinstance(x, dict) and contract.FILENAME_KEY in x:
+            # Only an uncompiled step gets this far with strings in the batch.
+            self.host.warn(
+                "strings_off_tensorflow",
+                STRINGS_OFF_TENSORFLOW.format(backend=self.backend).removeprefix(
+                    "tb_batch_images: "
+                )
+                + " The pictures are logged without filenames.",
+            )
+        x_spec = specs.map_specs(x)
+        model_shapes = specs.model_input_shapes(self.model, x_spec)
+        layout = specs.layout_for(
+            specs.with_model_shapes(x_spec, model_shapes, concrete=True),
+            self.options.image_key,
+            self.options.max_image_size,
+            keras.config.image_data_format(),
+        )
+        layout = self.source_layout(layout, metadata.get(metadata_keys.SOURCE_IMAGE))
+        if layout is None:
+            raise specs.CaptureError("the source layer's output has no shape")
+        return self.new_selector(layout)
+
+    def place(self, arrays: dict) -> dict:
+        """Where the arrays live when they leave the step (JAX: replicated)."""
+        return arrays
+
+    def logs_of(self, result: Any) -> Any:
+        return result
+
+    def with_logs(self, result: Any, logs: dict) -> Any:
+        return logs
+
+    # -- on the host, per step ---------------------------------------------------
+    def _wanted_now(self, mode: str) -> bool:
+        step = self._counter[mode]
+        return self.host.schedule.wants_step(mode, step)
+
+    def before_step(self, mode: str) -> None:
+        self._want_now[mode] = self._wanted_now(mode)
+
+    def after_step(self, mode: str, logs: Any) -> None:
+        """Pops this step's arrays from its logs; keeps them if the step is logged."""
+        arrays = logs.pop(LOGS_KEYS[mode], None) if isinstance(logs, dict) else None
+        step = self._counter[mode]
+        self._counter[mode] = step + 1
+        if arrays is None or not self._want_now.get(mode) or not self.is_writer():
+            return
+        try:
+            self._pending.append(self._item(step, arrays))
+        except Exception as error:  # never let logging stop training
+            self.host.warn("collect", f"could not read the captured batch ({error})")
+
+    def _item(self, step: int, arrays: dict) -> dict[str, Any]:
+        host = {name: self.to_numpy(value) for name, value in arrays.items()}
+        count = int(host["count"])
+        item: dict[str, Any] = {"counter": step, "batch_size": int(host["batch_size"])}
+        for name in STEP_ARRAYS:
+            value = host.get(name)
+            item[name] = None if value is None else value[:count]
+        item.update(self.origin(item["positions"], item["batch_size"]))
+        return item
+
+    def to_numpy(self, value: Any) -> np.ndarray:
+        return np.asarray(keras.ops.convert_to_numpy(value))
+
+    def origin(self, positions: np.ndarray, batch_size: int) -> dict[str, Any]:
+        """Which device / process each captured sample came from, where known."""
+        return {}
+
+    def after_execution(self, mode, token, result) -> list[dict[str, Any]]:
+        items, self._pending = self._pending, []
+        return items

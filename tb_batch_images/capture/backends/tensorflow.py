@@ -1,0 +1,363 @@
+"""TensorFlow: the chosen samples are copied into variables inside the compiled step.
+
+On a chosen step (the regular schedule is decided in the graph from a step counter;
+irregular steps are named by the host in a small `want` variable) a `tf.cond` copies
+the `SampleSelector` arrays into fixed-shape variables, one slot per step of an
+execution (`steps_per_execution`). The host reads those variables back after the
+execution, in one call. Variables are `ON_READ` / `ONLY_FIRST_REPLICA`, so under a
+`tf.distribute` strategy each replica writes its own copy and the host reads replica 0's
+share of the batch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tb_batch_images import contract
+from tb_batch_images.capture import keras_internals, metadata_keys, specs
+from tb_batch_images.capture.backends.base import Adapter, CaptureHost, uses_xla
+from tb_batch_images.capture.batch import STEP_ARRAYS
+from tb_batch_images.capture.selector import VALUES_PER_SAMPLE, SampleSelector
+
+
+class TensorFlowAdapter(Adapter):
+    backend = "tensorflow"
+    state_arguments = 0
+
+    def __init__(self, model: keras.Model, host: CaptureHost):
+        super().__init__(model, host)
+        self.buffers: dict[str, ModeBuffers | None] = {}
+
+    def begin_fit(self, start_step: int) -> None:
+        self.find_heads()
+        self.buffers = {}
+
+    def is_writer(self) -> bool:
+        """False on the non-chief workers of multi-worker training."""
+        strategy = self.model.distribute_strategy
+        return bool(getattr(strategy.extended, "should_save_summary", True))
+
+    def num_replicas(self) -> int:
+        return int(self.model.distribute_strategy.num_replicas_in_sync)
+
+    def read_step(self) -> int | None:
+        buffers = self.buffers.get("train")
+        return None if buffers is None else buffers.read_counter()
+
+    def begin_validation(self) -> None:
+        buffers = self.buffers.get("validation")
+        if buffers is not None:
+            buffers.set_counter(0)
+
+    def selector(self, mode: str) -> SampleSelector | None:
+        buffers = self.buffers.get(mode)
+        return None if buffers is None else buffers.selector
+
+    def wants_capture(self, mode: str, x: Any) -> bool:
+        return self.buffers.get(mode) is not None
+
+    def _capture(self, mode, x, metadata, y, y_pred, result):
+        buffers = self.buffers[mode]
+        image = metadata_keys.select_image(x, buffers.layout, metadata)
+        buffers.capture(image, metadata, y, y_pred)
+        return result
+
+    def before_execution(self, mode: str, iterator: Any) -> Any:
+        if mode not in self.buffers and self.host.capturing(mode):
+            self._create_buffers(mode, iterator)
+        buffers = self.buffers.get(mode)
+        if buffers is None:
+            return []
+        wanted, extra = self.host.schedule.wanted(mode, buffers.slots)
+        if extra or buffers.armed:
+            buffers.arm(extra)  # a host write only around irregular steps
+        return wanted
+
+    def after_execution(
+        self, mode: str, wanted: Any, result: Any
+    ) -> list[dict[str, Any]]:
+        if not wanted:
+            return []
+        return self.buffers[mode].collect(wanted)
+
+    def _create_buffers(self, mode: str, iterator: Any) -> None:
+        model, host = self.model, self.host
+        spec = getattr(iterator, "element_spec", None)
+        if spec is None:
+            host.disable(mode, "the data iterator has no element_spec")
+            self.buffers[mode] = None
+            return
+        spec = tf.nest.map_structure(keras_internals.one_replica_spec, spec)
+        x_spec, y_spec, sample_weight_spec = keras.utils.unpack_x_y_sample_weight(spec)
+        x_spec = specs.map_specs(x_spec, _array_spec)
+        # Errors the user must fix to run at all: raised, with what to do.
+        metadata_keys.check_sample_weight_spec(
+            specs.map_specs(sample_weight_spec, _array_spec)
+        )
+        metadata_keys.check_metadata_specs(x_spec, uses_xla(model))
+        # A dimension the data leaves unknown takes the model's Input's, if fixed.
+        x_spec = specs.with_model_shapes(
+            x_spec, specs.model_input_shapes(model, x_spec), concrete=False
+        )
+        try:
+            layout = specs.layout_for(
+                x_spec,
+                self.options.image_key,
+                self.options.max_image_size,
+                keras.config.image_data_format(),
+            )
+            layout = self.source_layout(layout, self._source_spec())
+        except specs.CaptureError as error:
+            self.buffers[mode] = None
+            host.disable(mode, str(error))
+            return
+        selector = self.new_selector(layout)
+        selector.antialias = not uses_xla(model)  # XLA cannot antialias a resize
+        every_n, below = host.schedule.in_graph(mode)
+        with model.distribute_strategy.scope():
+            self.buffers[mode] = ModeBuffers(
+                selector,
+                slots=max(1, int(getattr(model, "steps_per_execution", 1) or 1)),
+                start_counter=host.global_step if mode == "train" else 0,
+                every_n=every_n,
+                below=below,
+            )
+
+    def _source_spec(self) -> Any:
+        """The symbolic output of the source layer (its shape and dtype), or None."""
+        if self.image_source is None:
+            return None
+        try:
+            return self.image_source.layer.output
+        except (AttributeError, ValueError) as error:
+            raise specs.CaptureError(
+                f"the output shape of {self.image_source.name!r} is unknown ({error}); "
+                f"pass image_layer= naming another layer, or image_layer=False"
+            ) from None
+
+
+def _array_spec(spec: Any) -> Any:
+    if isinstance(spec, tf.TensorSpec):
+        shape = tuple(spec.shape.as_list()) if spec.shape.rank is not None else ()
+        dtype = "string" if spec.dtype == tf.string else spec.dtype.name
+        return specs.ArraySpec(shape, dtype)
+    return spec
+
+
+def scatter_rows(variable: tf.Variable, indices: Any, rows: Any) -> None:
+    """Writes `rows` at `indices` of `variable`, in place (a copy of the whole
+    variable costs more than the capture itself on a CPU). Under a tf.distribute
+    strategy, whose on-read variables cannot scatter, the scattered copy is assigned."""
+    if tf.distribute.has_strategy():
+        variable.assign(
+            tf.tensor_scatter_nd_update(variable.read_value(), indices, rows)
+        )
+    else:
+        variable.scatter_nd_update(indices, rows)
+
+
+class ModeBuffers:
+    """The capture variables of one mode (train or validation) and their graph code.
+
+    Create in cross-replica context (outside `strategy.run`), under the model's
+    strategy scope. `capture` runs inside the step; the `arm`/`collect` methods run on
+    the training thread between executions.
+    """
+
+    def __init__(
+        self,
+        selector: SampleSelector,
+        slots: int,
+        start_counter: int,
+        every_n: int = 0,
+        below: int = 0,
+    ):
+        self.selector = selector
+        self.layout = layout = selector.layout
+        self.slots = slots
+        # The regular schedule is decided in the graph, so regular steps need no
+        # write from the host: every `every_n`-th count, and counts below `below`.
+        # `want` adds steps the host names (arm) for irregular schedules.
+        self.every_n = every_n
+        self.below = below
+        self._reader = None  # built on first collect, after the step was traced
+
+        def variable(initial, dtype, name):
+            return tf.Variable(
+                initial,
+                dtype=dtype,
+                trainable=False,
+                name=f"tb_batch_images_{name}",
+                synchronization=tf.VariableSynchronization.ON_READ,
+                aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+            )
+
+        n = selector.samples
+        stored_dtype = tf.as_dtype(layout.stored_dtype)
+        values = VALUES_PER_SAMPLE
+        self.counter = variable(start_counter, tf.int64, "counter")
+        self.want = variable(
+            tf.fill([slots], tf.constant(-1, tf.int64)), tf.int64, "want"
+        )
+        self.armed: list[int] | None = None  # what `want` holds, mirrored on the host
+        self.filled_step = variable(
+            tf.fill([slots], tf.constant(-1, tf.int64)), tf.int64, "filled_step"
+        )
+        self.count = variable(tf.zeros([slots], tf.int32), tf.int32, "count")
+        self.batch_size = variable(tf.zeros([slots], tf.int32), tf.int32, "batch_size")
+        self.positions = variable(tf.zeros([slots, n], tf.int32), tf.int32, "positions")
+        self.images = variable(
+            tf.zeros([slots, n, *layout.stored_shape], stored_dtype),
+            stored_dtype,
+            "images",
+        )
+        self.image_stats = variable(tf.zeros([slots, n, 4]), tf.float32, "image_stats")
+        self.labels = variable(tf.zeros([slots, n, values]), tf.float32, "labels")
+        self.outputs = variable(tf.zeros([slots, n, values]), tf.float32, "outputs")
+        self.output_stats = variable(
+            tf.zeros([slots, n, 3]), tf.float32, "output_stats"
+        )
+        self.losses = variable(tf.zeros([slots, n]), tf.float32, "losses")
+        self.sample_ids = variable(
+            tf.zeros([slots, n], tf.int64), tf.int64, "sample_ids"
+        )
+        self.filenames = (
+            variable(tf.fill([slots, n], ""), tf.string, "filenames")
+            if layout.has_filename
+            else None
+        )
+        heads = selector.heads
+        self.head_losses = (
+            None
+            if heads is None
+            else variable(
+                tf.zeros([slots, n, len(heads.names)]), tf.float32, "head_losses"
+            )
+        )
+        self.image_sizes = (
+            variable(tf.zeros([slots, n, 4], tf.int32), tf.int32, "image_sizes")
+            if layout.dynamic_size
+            else None
+        )
+        # Dense (per-pixel) label and output maps at the stored picture's size: made
+        # before the step is traced, so for every model (whether its output is a map
+        # is known only then); 8 bytes per stored pixel and sample.
+        self.label_maps = self.output_maps = None
+        if not layout.dynamic_size:
+            map_shape = [slots, n, *layout.stored_shape[:2]]
+            self.label_maps = variable(tf.zeros(map_shape), tf.float32, "label_maps")
+            self.output_maps = variable(tf.zeros(map_shape), tf.float32, "output_maps")
+
+    # -- in the graph ---------------------------------------------------------
+    def capture(self, image: tf.Tensor, metadata: dict, y: Any, y_pred: Any) -> None:
+        """Counts the step and, if it is wanted, copies the chosen samples."""
+        current = self.counter.assign_add(1) - 1
+        hit = tf.reduce_any(tf.equal(self.want, current))
+        if self.every_n:
+            hit = tf.logical_or(hit, tf.equal(current % self.every_n, 0))
+        if self.below:
+            hit = tf.logical_or(hit, tf.less(current, self.below))
+        # Any `slots` consecutive counts have distinct residues: one slot each.
+        slot = tf.cast(current % self.slots, tf.int32)
+
+        def copy() -> tf.Tensor:
+            self._copy(slot, current, image, metadata, y, y_pred)
+            return tf.constant(True)
+
+        tf.cond(hit, copy, lambda: tf.constant(False))
+
+    def _copy(self, slot, current, image, metadata, y, y_pred) -> None:
+        updates = self.selector.select(image, metadata, y, y_pred)
+        updates["filled_step"] = current
+        if self.filenames is not None and contract.FILENAME_KEY in metadata:
+            names = tf.reshape(metadata[contract.FILENAME_KEY], [-1])
+            updates["filenames"] = tf.gather(names, updates["positions"])
+        for name, value in updates.items():
+            variable_ = getattr(self, name)
+            value = tf.cast(value, variable_.dtype)
+            if self.slots == 1:
+                variable_.assign(tf.reshape(value, variable_.shape))
+            else:  # this slot only
+                scatter_rows(variable_, [[slot]], value[tf.newaxis])
+
+    # -- on the training thread ----------------------------------------------
+    def arm(self, extra: list[int]) -> None:
+        """Sets the steps off the regular schedule to capture in the next execution."""
+        padded = (extra + [-1] * self.slots)[: self.slots]
+        if padded != (self.armed or [-1] * self.slots):
+            self.want.assign(np.asarray(padded, np.int64))
+        self.armed = padded if extra else None
+
+    def read_counter(self) -> int:
+        return int(self.counter.numpy())
+
+    def set_counter(self, value: int) -> None:
+        """Restarts the step count (validation runs); forgets earlier captures."""
+        self.counter.assign(value)
+        self.filled_step.assign(np.full([self.slots], -1, np.int64))
+
+    def collect(self, expected: list[int]) -> list[dict[str, Any]]:
+        """Copies the captured steps to host memory, one dict per step.
+
+        `expected` are the counts the last execution should have captured. Counts
+        are unique within a run (validation restarts its count with `set_counter`,
+        which clears `filled_step`), so a slot holding an expected count was filled
+        in this execution; an expected step that did not run (a short last
+        execution) is simply absent.
+        """
+        arrays = {name: value.numpy() for name, value in self._read_all().items()}
+        filled = arrays.pop("filled_step")
+        slots = [
+            step % self.slots
+            for step in expected
+            if int(filled[step % self.slots]) == step
+        ]
+        captured = []
+        for slot in slots:
+            count = int(arrays["count"][slot])
+            item = {
+                "counter": int(filled[slot]),
+                "batch_size": int(arrays["batch_size"][slot]),
+            }
+            for name in STEP_ARRAYS:
+                value = arrays.get(name)
+                item[name] = None if value is None else value[slot, :count]
+            captured.append(item)
+        return captured
+
+    def _readable(self) -> dict[str, tf.Variable]:
+        selector = self.selector
+        names = ["filled_step", "count", "batch_size", "positions", "images"]
+        names.append("image_stats")
+        if selector.label_shape is not None:
+            names.append("labels")
+        if selector.output_shape is not None:
+            names += ["outputs", "output_stats"]
+        if selector.has_loss:
+            names.append("losses")
+        if self.layout.has_sample_id:
+            names.append("sample_ids")
+        if self.filenames is not None:
+            names.append("filenames")
+        if selector.has_head_losses:
+            names.append("head_losses")
+        if self.image_sizes is not None:
+            names.append("image_sizes")
+        if selector.maps is not None:
+            names.append("output_maps")
+            if selector.maps.has_label_map:
+                names.append("label_maps")
+        return {name: getattr(self, name) for name in names}
+
+    def _read_all(self) -> dict[str, tf.Tensor]:
+        """All capture variables in one call (one host round trip, one snapshot)."""
+        if self._reader is None:
+            variables = self._readable()
+            self._reader = tf.function(
+                lambda: {name: v.read_value() for name, v in variables.items()}
+            )
+        return self._reader()

@@ -1,0 +1,50 @@
+"""The contract between writer and readers: the on-disk format of docs/format.md.
+
+- `names`: plugin name, tags, series kinds, versions, metadata keys, flags, mask
+  types, tasks;
+- `limits`: what a reader accepts (and the writer keeps to);
+- `records`: summary metadata and the JSON record of a step, encoded and decoded;
+- `schema`: the validator every reader runs on a record;
+- `sample_stats`: the per-epoch sample-statistics value and the suspect ranking.
+
+Neither Keras nor TensorFlow is imported here (`.importlinter` holds it to that):
+the TensorBoard plugin and `read_batches` depend on this package alone.
+"""
+
+from tb_batch_images.contract import limits, names
+from tb_batch_images.contract.names import *  # noqa: F403
+from tb_batch_images.contract.records import (
+    decode_record,
+    encode_record,
+    image_mime_type,
+    parse_plugin_content,
+    summary_metadata,
+)
+from tb_batch_images.contract.sample_stats import (
+    SampleStatsEpoch,
+    decode_sample_stats,
+    encode_sample_stats,
+    rank_suspects,
+)
+from tb_batch_images.contract.schema import (
+    Checked,
+    check_batch_record,
+    check_status_record,
+)
+
+__all__ = [
+    "Checked",
+    "SampleStatsEpoch",
+    "check_batch_record",
+    "check_status_record",
+    "decode_record",
+    "decode_sample_stats",
+    "encode_record",
+    "encode_sample_stats",
+    "image_mime_type",
+    "limits",
+    "names",
+    "parse_plugin_content",
+    "rank_suspects",
+    "summary_metadata",
+]

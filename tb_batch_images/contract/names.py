@@ -1,0 +1,97 @@
+"""The names and versions of the on-disk format (docs/format.md), shared by writer and readers.
+
+Nothing here depends on Keras or TensorFlow: the readers (the TensorBoard plugin,
+`read_batches`) import it without the training side. The gallery's copies of these
+constants (`frontend/contract.js`) are generated from this module and checked by a test.
+"""
+
+from __future__ import annotations
+
+PLUGIN_NAME = "batch_images"
+FORMAT_VERSION = 2  # 2: masks of dense outputs (elements after the images)
+
+# Tags written by the logger. Batches of images live under BATCHES_TAG; the
+# logger's own health (what it dropped and why) lives under STATUS_TAG.
+BATCHES_TAG = "batch_images"
+STATUS_TAG = "batch_images_status"
+# Every sample's training dynamics, once per epoch (train run only).
+SAMPLE_STATS_TAG = "batch_images_sample_stats"
+# Pictures of the watchlist (the last epoch's top suspects), captured the next time
+# they appear in a training batch: batch records of their own tag and series kind.
+WATCHLIST_TAG = "batch_images_watchlist"
+
+# What a time series holds: the `kind` of its SummaryMetadata.plugin_data.content.
+SERIES_BATCHES = "batches"
+SERIES_STATUS = "status"
+SERIES_SAMPLE_STATS = "sample_stats"
+SERIES_WATCHLIST = "watchlist"
+# Series whose values are batch records (element 0) followed by images.
+BATCH_SERIES = (SERIES_BATCHES, SERIES_WATCHLIST)
+SAMPLE_STATS_VERSION = 1
+
+# The columns of a sample-stats value, in order (float32, one row per sample id).
+SAMPLE_STATS_COLUMNS = (
+    "count",
+    "confidence",
+    "variability",
+    "correct",
+    "margin",
+    "forgetting",
+    "last_loss",
+    "last_correct",
+    "label",
+    "predicted_instead",
+    "suspect_score",
+)
+
+# Training and validation: the sub-directories of the user's log_dir, the same as
+# keras.callbacks.TensorBoard's.
+MODES = ("train", "validation")
+MODE_DIRS = {"train": "train", "validation": "validation"}
+
+# Keys of the ``x`` dict that carry metadata; stripped before the model sees x.
+FILENAME_KEY = "filename"
+SAMPLE_ID_KEY = "sample_id"
+METADATA_KEYS = (FILENAME_KEY, SAMPLE_ID_KEY)
+
+# Per-sample flags, documented in docs/format.md.
+FLAG_NAN = "nan"
+FLAG_INF = "inf"
+FLAG_CONSTANT = "constant"
+FLAG_CLIPPED = "clipped"
+FLAG_RESCALED = "rescaled"
+FLAG_LABEL_OUT_OF_RANGE = "label_out_of_range"
+FLAGS = (
+    FLAG_NAN,
+    FLAG_INF,
+    FLAG_CONSTANT,
+    FLAG_CLIPPED,
+    FLAG_RESCALED,
+    FLAG_LABEL_OUT_OF_RANGE,
+)
+
+# How a record's masks read (docs/format.md, "masks"): class maps, one sigmoid
+# channel, or dense values (depth, heatmaps).
+MASK_CLASSES = "classes"
+MASK_BINARY = "binary"
+MASK_VALUES = "values"
+MASK_TYPES = (MASK_CLASSES, MASK_BINARY, MASK_VALUES)
+
+# The encodings of logged pictures (`image_format`) and their MIME types. Masks are
+# always PNG.
+IMAGE_MIME_TYPES = {"png": "image/png", "jpeg": "image/jpeg"}
+IMAGE_FORMATS = tuple(IMAGE_MIME_TYPES)
+
+# The record's `task`: how labels and outputs read (docs/format.md).
+TASK_SPARSE_CATEGORICAL = "sparse_categorical"
+TASK_CATEGORICAL = "categorical"
+TASK_BINARY = "binary"  # one sigmoid output; several sigmoid outputs: "multilabel"
+TASK_MULTILABEL = "multilabel"
+TASK_RAW = "raw"
+TASKS = (
+    TASK_SPARSE_CATEGORICAL,
+    TASK_CATEGORICAL,
+    TASK_BINARY,
+    TASK_MULTILABEL,
+    TASK_RAW,
+)

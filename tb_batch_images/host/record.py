@@ -1,0 +1,347 @@
+"""Builds the on-disk record of one captured batch (see docs/format.md).
+
+Runs on the background writer thread: pixels to uint8, encoded images, per-sample
+fields (labels, predictions, loss, flags, masks), and the record that
+`tb_batch_images.contract` encodes. The training side only hands over numpy arrays
+(`CapturedBatch`) and the facts its traced step learned (`SampleSelector`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from tb_batch_images import contract
+from tb_batch_images.capture.batch import CapturedBatch
+from tb_batch_images.capture.selector import SampleSelector
+from tb_batch_images.capture.specs import InputLayout
+from tb_batch_images.contract import names
+from tb_batch_images.host import masks, predictions
+from tb_batch_images.host import pixels as pixel_utils
+
+Warn = Callable[[str, str], None]
+
+
+@dataclasses.dataclass
+class RecordOptions:
+    """What the logger was asked to show, as the record builder needs it."""
+
+    selection: str
+    class_names: list[str] | None
+    filenames: list[str] | None
+    max_image_size: int
+    image_format: str
+    value_range: tuple[float, float] | None
+    to_pixels: Callable[[np.ndarray], np.ndarray] | None
+    top_k: int
+    backend: str
+    preprocessing: str | None = None  # a keras.applications preset, undone for display
+
+
+@dataclasses.dataclass
+class _Pictures:
+    """A batch's pictures as uint8, encoded, with their flags and the range used."""
+
+    encoded: list[bytes]
+    shapes: list[list[int]]
+    flags: list[list[str]]
+    value_range: tuple[float, float] | None
+    preprocessing: str | None
+    sizes: np.ndarray | None  # [n, 4] true and stored sizes (unknown when traced)
+
+
+def build_elements(
+    batch: CapturedBatch,
+    sequence: int,
+    dropped: dict[str, int],
+    selector: SampleSelector,
+    options: RecordOptions,
+    task: str,
+    from_logits: bool,
+    warn: Warn,
+) -> list[bytes]:
+    """Record + encoded images (+ masks) for one batch: the elements of one summary."""
+    layout = selector.layout
+    pictures = _pictures(batch, layout, options, warn)
+    output_shape = selector.output_shape
+    mask_type = (
+        selector.maps.mask_type
+        if selector.maps is not None and batch.output_maps is not None
+        else None
+    )
+    if output_shape is not None and len(output_shape) > 1:
+        if mask_type is None:
+            _warn_no_masks(selector, output_shape, warn)
+        task = names.TASK_RAW  # a dense map (e.g. segmentation)
+    mask_images: list[bytes] = []
+    samples = []
+    for i in range(len(batch.positions)):
+        sample = _sample(batch, i, pictures, selector, options, task, from_logits, warn)
+        if mask_type is not None:
+            _add_masks(sample, batch, i, selector, from_logits, mask_images)
+        samples.append(sample)
+    record = _header(batch, sequence, dropped, layout, options, pictures)
+    record.update(task=_record_task(task, output_shape), samples=samples)
+    record["num_classes"] = _num_classes(task, output_shape)
+    record["samples_logged"] = len(samples)
+    if selector.heads is not None:
+        record["output"] = selector.heads.chosen_name
+    if mask_type is not None:
+        record["masks"] = mask_type
+        record["mask_shape"] = [int(d) for d in batch.output_maps.shape[1:3]]
+    return [contract.encode_record(record), *pictures.encoded, *mask_images]
+
+
+def _pictures(
+    batch: CapturedBatch, layout: InputLayout, options: RecordOptions, warn: Warn
+) -> _Pictures:
+    """The captured values turned to uint8 pictures for display, and encoded."""
+    undo, value_range, preprocessing = _undo_for_display(layout, options, warn)
+    sizes = batch.image_sizes if layout.dynamic_size else None
+    images_in = batch.images if sizes is None else _padding_filled(batch.images, sizes)
+    input_dtype = (
+        (layout.source_input_dtype or layout.input_dtype)
+        if layout.undo is not None
+        else layout.input_dtype
+    )
+    pixels, flags, used_range = pixel_utils.to_uint8(
+        images_in, batch.image_stats, input_dtype, value_range, options.to_pixels, undo
+    )
+    if used_range is None and options.to_pixels is None:
+        warn(
+            "rescaled",
+            "the input values match no known range ([0, 1], [-1, 1], [0, 255]); "
+            "images are stretched per sample and flagged 'rescaled'. Pass "
+            "to_pixels= (e.g. undo mean/std normalisation) or value_range=.",
+        )
+    encoded, shapes = [], []
+    for i, picture in enumerate(pixels):
+        if sizes is not None:  # fitted into a padded buffer: the stored part
+            picture = picture[: int(sizes[i][2]), : int(sizes[i][3])]
+        data, shape = pixel_utils.encode(
+            picture, options.max_image_size, options.image_format
+        )
+        encoded.append(data)
+        shapes.append(shape)
+    return _Pictures(encoded, shapes, flags, used_range, preprocessing, sizes)
+
+
+def _sample(
+    batch: CapturedBatch,
+    i: int,
+    pictures: _Pictures,
+    selector: SampleSelector,
+    options: RecordOptions,
+    task: str,
+    from_logits: bool,
+    warn: Warn,
+) -> dict[str, Any]:
+    """One sample's fields: where it was, what it is, what the model said."""
+    fields, label_flags = predictions.describe_sample(
+        task,
+        from_logits,
+        _sample_values(batch.labels, i, selector.label_shape),
+        _sample_values(batch.outputs, i, selector.output_shape),
+        None if batch.output_stats is None else batch.output_stats[i],
+        selector.output_shape,
+        options.class_names,
+        options.top_k,
+    )
+    sample_id = None if batch.sample_ids is None else int(batch.sample_ids[i])
+    sample = {
+        "position": int(batch.positions[i]),
+        "batch": int(
+            batch.batch if batch.sample_batches is None else batch.sample_batches[i]
+        ),
+        "sample_id": sample_id,
+        "filename": _filename(batch, i, sample_id, options.filenames, warn),
+        **fields,
+        "loss": (
+            None
+            if batch.losses is None
+            else predictions.finite_or_none(batch.losses[i])
+        ),
+        "flags": pictures.flags[i] + label_flags,
+        "image_shape": pictures.shapes[i],
+    }
+    heads = selector.heads
+    if heads is not None and batch.head_losses is not None:
+        sample["head_losses"] = {
+            name: predictions.finite_or_none(batch.head_losses[i][j])
+            for j, name in enumerate(heads.names)
+        }
+    if pictures.sizes is not None:
+        sample["input_size"] = [int(pictures.sizes[i][0]), int(pictures.sizes[i][1])]
+    if batch.devices is not None:
+        sample["device"] = int(batch.devices[i])
+    if batch.processes is not None:
+        sample["process"] = int(batch.processes[i])
+    return sample
+
+
+def _add_masks(
+    sample: dict[str, Any],
+    batch: CapturedBatch,
+    i: int,
+    selector: SampleSelector,
+    from_logits: bool,
+    mask_images: list[bytes],
+) -> None:
+    """A dense output's masks and scores; the mask PNGs go after the pictures."""
+    mask_fields, label_png, prediction_png = masks.describe(
+        selector.maps.mask_type,
+        None if batch.label_maps is None else batch.label_maps[i],
+        batch.output_maps[i],
+        selector.maps.classes,
+        from_logits,
+    )
+    sample.update(mask_fields, label=None, prediction=None)
+    for field, png in (("label_mask", label_png), ("prediction_mask", prediction_png)):
+        if png is not None:
+            sample[field] = len(batch.positions) + len(mask_images)
+            mask_images.append(png)
+
+
+def _warn_no_masks(selector: SampleSelector, output_shape: list, warn: Warn) -> None:
+    warn(
+        "no_masks",
+        f"the output ({list(output_shape)} per sample) is shown as raw "
+        "values, not as a mask: "
+        + (
+            selector.no_mask_reason
+            or "masks need an output map [height, width, channels] of the "
+            "picture's size or a fixed scale of it"
+        ),
+    )
+
+
+def _header(
+    batch: CapturedBatch,
+    sequence: int,
+    dropped: dict[str, int],
+    layout: InputLayout,
+    options: RecordOptions,
+    pictures: _Pictures,
+) -> dict[str, Any]:
+    """The batch's own fields of the record (docs/format.md, "Batch record")."""
+    return {
+        "mode": batch.mode,
+        "step": batch.step,
+        "epoch": batch.epoch,
+        "batch": batch.batch,
+        "wall_time": batch.wall_time,
+        "sequence": sequence,
+        "batch_size": batch.batch_size,
+        "samples_logged": 0,
+        "selection": options.selection,
+        "replica": batch.replica,
+        "num_replicas": batch.num_replicas,
+        "backend": options.backend,
+        "task": None,
+        "class_names": options.class_names,
+        "num_classes": None,
+        "image_key": None if layout.image_key is None else str(layout.image_key),
+        "image_source": layout.image_source,
+        "input_shape": _input_shape(layout, pictures.sizes),
+        "input_dtype": layout.input_dtype,
+        "input_layout": layout.layout,
+        "value_range": list(pictures.value_range) if pictures.value_range else None,
+        "preprocessing": pictures.preprocessing,
+        "image_format": options.image_format,
+        "dropped": dropped,
+    }
+
+
+def _record_task(task: str, output_shape: list | None) -> str:
+    """The record's task: several sigmoid outputs are "multilabel"."""
+    if task == names.TASK_BINARY and output_shape and int(np.prod(output_shape)) > 1:
+        return names.TASK_MULTILABEL
+    return task
+
+
+def _num_classes(task: str, output_shape: list | None) -> int | None:
+    if not output_shape or task == names.TASK_RAW:
+        return None
+    num_classes = int(np.prod(output_shape))
+    if task == names.TASK_BINARY and num_classes == 1:
+        return 2
+    return num_classes
+
+
+def _padding_filled(images: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """The padding of fitted images set to a pixel of each, out of every statistic."""
+    images = np.array(images)
+    for i, (_, _, height, width) in enumerate(sizes):
+        images[i, height:, :] = images[i, 0, 0]
+        images[i, :height, width:] = images[i, 0, 0]
+    return images
+
+
+def _input_shape(layout: InputLayout, sizes: np.ndarray | None) -> list[int]:
+    """One sample's shape as the model received it (sizes unknown when traced:
+    the first logged sample's)."""
+    if sizes is None or not len(sizes):
+        return [int(d) for d in layout.input_shape if d is not None]
+    height, width = int(sizes[0][0]), int(sizes[0][1])
+    channels = layout.stored_shape[2]
+    if layout.layout == "CHW":
+        return [channels, height, width]
+    return [height, width, channels]
+
+
+def _undo_for_display(
+    layout: InputLayout, options: RecordOptions, warn: Warn
+) -> tuple[Callable | None, tuple[float, float] | None, str | None]:
+    """(undo, value range, preset applied) for turning the captured values to pixels.
+
+    First the source layers' Rescaling/Normalization (back to `x`'s units), then a
+    keras.applications preset (back to RGB 0..255).
+    """
+    layers_undo = layout.undo
+    preset = options.preprocessing
+    if preset is None:
+        return layers_undo, options.value_range, None
+    dtype = layout.source_input_dtype if layers_undo else layout.input_dtype
+    problem = pixel_utils.preprocessing_problem(
+        preset, dtype or layout.input_dtype, layout.stored_shape[2]
+    )
+    if problem is not None:
+        warn("preprocessing", problem)
+        return layers_undo, options.value_range, None
+    preset_undo = pixel_utils.undo_preprocessing(preset)
+    if layers_undo is None:
+        return preset_undo, (0.0, 255.0), preset
+    return (lambda v: preset_undo(layers_undo(v))), (0.0, 255.0), preset
+
+
+def _filename(
+    batch: CapturedBatch,
+    i: int,
+    sample_id: int | None,
+    filenames: Sequence[str] | None,
+    warn: Callable[[str, str], None],
+) -> str | None:
+    if batch.filenames is not None:
+        return batch.filenames[i]
+    if sample_id is not None and filenames is not None:
+        if 0 <= sample_id < len(filenames):
+            return str(filenames[sample_id])
+        warn(
+            "sample_id_range",
+            f"sample_id {sample_id} is outside filenames (len {len(filenames)})",
+        )
+    return None
+
+
+def _sample_values(
+    values: np.ndarray | None, i: int, shape: list[int | None] | None
+) -> np.ndarray | None:
+    if values is None or shape is None:
+        return None
+    if None in shape:
+        return values[i]
+    size = int(np.prod(shape)) if shape else 1
+    return values[i][: min(size, values.shape[1])]

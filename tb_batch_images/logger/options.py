@@ -1,0 +1,206 @@
+"""The arguments of `BatchImageLogger`, checked once, and the parts each piece needs.
+
+`LoggerOptions.checked(...)` raises a `ValueError` naming the argument and what it
+accepts; the logger then hands each part its own view: the capture (`capture`), the
+record builder (`record`), the data map (`data_map`) and the schedule (`schedule`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from tb_batch_images import contract
+from tb_batch_images.capture.options import SELECTIONS, CaptureOptions
+from tb_batch_images.capture.schedule import Schedule
+from tb_batch_images.host import pixels
+from tb_batch_images.host.record import RecordOptions
+from tb_batch_images.logger.data_map import DataMapSettings
+
+
+@dataclasses.dataclass(frozen=True)
+class LoggerOptions:
+    """Every argument of `BatchImageLogger`, as checked (see its docstring)."""
+
+    log_dir: str
+    every_n_steps: int = 100
+    log_steps: frozenset[int] | Callable[[int], bool] | None = None
+    samples_per_batch: int = 16
+    selection: str = "first"
+    class_names: list[str] | None = None
+    filenames: list[str] | None = None
+    image_key: Any = None
+    image_layer: str | bool | None = None
+    output: str | None = None
+    max_image_size: int = 256
+    image_format: str = "png"
+    value_range: tuple[float, float] | None = None
+    to_pixels: Callable[[np.ndarray], np.ndarray] | None = None
+    preprocessing: str | None = None
+    log_validation: bool = True
+    validation_batches: int = 1
+    top_k: int = 5
+    max_queue: int = 8
+    sample_stats: bool | None = None
+    num_samples: int | None = None
+    watchlist: int = 32
+
+    @classmethod
+    def checked(
+        cls,
+        log_dir: str,
+        *,
+        every_n_steps: int,
+        log_steps: Iterable[int] | Callable[[int], bool] | None,
+        samples_per_batch: int,
+        selection: str,
+        class_names: Sequence[str] | None,
+        filenames: Sequence[str] | None,
+        image_key: str | int | None,
+        image_layer: str | bool | None,
+        output: str | None,
+        max_image_size: int,
+        image_format: str,
+        value_range: tuple[float, float] | None,
+        to_pixels: Callable[[np.ndarray], np.ndarray] | None,
+        preprocessing: str | None,
+        log_validation: bool,
+        validation_batches: int,
+        top_k: int,
+        max_queue: int,
+        sample_stats: bool | None,
+        num_samples: int | None,
+        watchlist: int,
+    ) -> LoggerOptions:
+        """The options, or a ValueError naming the argument and what it accepts."""
+        if not isinstance(log_dir, str) or not log_dir:
+            raise ValueError(
+                f"log_dir must be a non-empty path string, got {log_dir!r}"
+            )
+        _check_int("every_n_steps", every_n_steps, minimum=0)
+        _check_int("samples_per_batch", samples_per_batch, minimum=1)
+        _check_int("max_image_size", max_image_size, minimum=1)
+        _check_int("validation_batches", validation_batches, minimum=0)
+        _check_int("top_k", top_k, minimum=1)
+        _check_int("max_queue", max_queue, minimum=1)
+        if num_samples is not None:
+            _check_int("num_samples", num_samples, minimum=1)
+        _check_int("watchlist", watchlist, minimum=0)
+        if sample_stats not in (None, True, False):
+            raise ValueError(
+                f"sample_stats must be None, True or False, got {sample_stats!r}"
+            )
+        _check_choice("selection", selection, SELECTIONS)
+        _check_choice("image_format", image_format, contract.IMAGE_FORMATS)
+        value_range = _checked_range(value_range)
+        if to_pixels is not None and not callable(to_pixels):
+            raise ValueError("to_pixels must be a function from floats to uint8 pixels")
+        pixels.check_preprocessing(preprocessing, to_pixels, value_range)
+        if image_layer is not None and image_layer is not False:
+            if not isinstance(image_layer, str):
+                raise ValueError(
+                    f"image_layer must be a layer name, None (automatic) or False "
+                    f"(show x), got {image_layer!r}"
+                )
+        if output is not None and not isinstance(output, str):
+            raise ValueError(
+                f"output must be the name of one of the model's outputs, or None "
+                f"(automatic), got {output!r}"
+            )
+        return cls(
+            log_dir=log_dir,
+            every_n_steps=every_n_steps,
+            log_steps=_checked_steps(log_steps),
+            samples_per_batch=samples_per_batch,
+            selection=selection,
+            class_names=None if class_names is None else [str(c) for c in class_names],
+            filenames=None if filenames is None else list(filenames),
+            image_key=image_key,
+            image_layer=image_layer,
+            output=output,
+            max_image_size=max_image_size,
+            image_format=image_format,
+            value_range=value_range,
+            to_pixels=to_pixels,
+            preprocessing=preprocessing,
+            log_validation=log_validation,
+            validation_batches=validation_batches,
+            top_k=top_k,
+            max_queue=max_queue,
+            sample_stats=sample_stats,
+            num_samples=num_samples,
+            watchlist=watchlist,
+        )
+
+    # -- each piece's view --------------------------------------------------------
+    def capture(self) -> CaptureOptions:
+        return CaptureOptions(
+            samples_per_batch=self.samples_per_batch,
+            selection=self.selection,
+            image_key=self.image_key,
+            image_layer=self.image_layer,
+            output=self.output,
+            max_image_size=self.max_image_size,
+        )
+
+    def record(self, backend: str) -> RecordOptions:
+        return RecordOptions(
+            selection=self.selection,
+            class_names=self.class_names,
+            filenames=self.filenames,
+            max_image_size=self.max_image_size,
+            image_format=self.image_format,
+            value_range=self.value_range,
+            to_pixels=self.to_pixels,
+            top_k=self.top_k,
+            backend=backend,
+            preprocessing=self.preprocessing,
+        )
+
+    def data_map(self) -> DataMapSettings:
+        return DataMapSettings(
+            sample_stats=self.sample_stats,
+            num_samples=self.num_samples,
+            filenames=self.filenames,
+            class_names=self.class_names,
+            watchlist=self.watchlist,
+        )
+
+    def schedule(self) -> Schedule:
+        return Schedule(self.every_n_steps, self.log_steps, self.validation_batches)
+
+
+def _check_int(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+
+
+def _check_choice(name: str, value: Any, choices: tuple) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+
+
+def _checked_range(value_range: Any) -> tuple[float, float] | None:
+    if value_range is None:
+        return None
+    low, high = (float(v) for v in value_range)
+    if not (math.isfinite(low) and math.isfinite(high) and high > low):
+        raise ValueError(
+            f"value_range must be (low, high) with low < high, got {value_range!r}"
+        )
+    return low, high
+
+
+def _checked_steps(log_steps: Any) -> frozenset[int] | Callable | None:
+    if log_steps is None or callable(log_steps):
+        return log_steps
+    try:
+        return frozenset(int(s) for s in log_steps)
+    except (TypeError, ValueError):
+        raise ValueError(
+            "log_steps must be an iterable of ints or a function step -> bool"
+        ) from None

@@ -1,0 +1,180 @@
+"""`read_batches`: the logged batches of every run under a log directory.
+
+Reads through TensorBoard's own event-file loading (the event multiplexer), so it
+works on any `tf.io.gfile` path that TensorBoard can read. Every record is checked by
+`tb_batch_images.contract.schema`, as the plugin checks it: a step whose record cannot be used
+comes back with `error` set and no samples, rather than raising.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from tensorboard.util import tensor_util
+
+from tb_batch_images import contract
+from tb_batch_images.reader.events import plugin_values
+
+
+@dataclasses.dataclass
+class LoggedSample:
+    """One sample of a logged batch. `record` holds its checked fields (docs/format.md)."""
+
+    position: int
+    sample_id: int | None
+    filename: str | None
+    label: Any
+    label_name: str | None
+    prediction: Any
+    prediction_name: str | None
+    confidence: float | None
+    correct: bool | None
+    top_k: list[dict[str, Any]]
+    loss: float | None
+    flags: list[str]
+    image: np.ndarray | None  # uint8 [height, width, channels]; None if undecodable
+    record: dict[str, Any]
+    # Dense outputs (the batch record's `masks`): uint8 [height, width] masks, as
+    # docs/format.md says how to read them; None when the sample has none.
+    label_mask: np.ndarray | None = None
+    prediction_mask: np.ndarray | None = None
+
+
+@dataclasses.dataclass
+class LoggedBatch:
+    """One logged step of one run.
+
+    `error` is None, or why the step's record cannot be used (then `samples` is empty
+    and the other fields are defaults). `warnings` says what the validator dropped,
+    clamped or cut (docs/format.md, "Validation").
+    """
+
+    run: str
+    mode: str
+    step: int
+    epoch: int | None
+    batch: int | None
+    wall_time: float
+    batch_size: int
+    samples: list[LoggedSample]
+    record: dict[str, Any]
+    error: str | None = None
+    warnings: list[str] = dataclasses.field(default_factory=list)
+
+
+def read_batches(
+    logdir: str, run: str | None = None, watchlist: bool = False
+) -> Iterator[LoggedBatch]:
+    """Yields every logged batch under `logdir` (searched recursively).
+
+    Batches come run by run (sorted by name), each run's in step order. Every step is
+    read (no sampling). `run` restricts to one run, named relative to `logdir` as
+    TensorBoard names it (e.g. `"train"` or `"exp1/validation"`). `watchlist=True`
+    yields the watchlist captures instead (`batch_images_watchlist`: one batch per
+    epoch, the last epoch's top suspects as they next appeared in training batches;
+    each sample's `record["batch"]` is the batch it was captured in).
+    """
+    wanted = contract.SERIES_WATCHLIST if watchlist else contract.SERIES_BATCHES
+    for run_name, event in plugin_values(logdir, run, wanted):
+        yield _batch(run_name, event)
+
+
+def _batch(run: str, event: Any) -> LoggedBatch:
+    try:
+        elements = tensor_util.make_ndarray(event.tensor_proto).reshape(-1)
+    except (ValueError, TypeError) as error:
+        elements, problem = [], f"not a blob sequence ({error})"
+    else:
+        problem = None if len(elements) else "empty value: no record"
+    checked = (
+        contract.check_batch_record(bytes(elements[0]))
+        if problem is None
+        else contract.Checked(record=None, error=problem)
+    )
+    mode = run.rsplit("/", 1)[-1]
+    if checked.record is None:
+        return LoggedBatch(
+            run=run,
+            mode=mode if mode in contract.MODE_DIRS else "train",
+            step=int(event.step),
+            epoch=None,
+            batch=None,
+            wall_time=event.wall_time,
+            batch_size=0,
+            samples=[],
+            record={},
+            error=checked.error,
+        )
+    record = checked.record
+    warnings = list(checked.warnings)
+    images = [bytes(data) for data in elements[1:]]
+    if len(record["samples"]) > len(images):
+        warnings.append(
+            f"{len(record['samples'])} samples but {len(images)} images: some have none"
+        )
+    samples = [
+        _sample(sample, images[index] if index < len(images) else None, warnings)
+        for index, sample in enumerate(record["samples"])
+    ]
+    for sample in samples:
+        for field in ("label_mask", "prediction_mask"):
+            index = sample.record.get(field)
+            if index is not None:
+                mask = _decoded(images[index] if index < len(images) else None)
+                if mask is None:
+                    warnings.append(f"{field} of sample {sample.position}: no image")
+                setattr(sample, field, None if mask is None else mask[..., 0])
+    return LoggedBatch(
+        run=run,
+        mode=record.get("mode", mode if mode in contract.MODE_DIRS else "train"),
+        step=int(event.step),
+        epoch=record.get("epoch", 0),
+        batch=record.get("batch", 0),
+        wall_time=record.get("wall_time", event.wall_time),
+        batch_size=record.get("batch_size", len(samples)),
+        samples=samples,
+        record=record,
+        warnings=warnings,
+    )
+
+
+def _sample(
+    sample: dict[str, Any], image_bytes: bytes | None, warnings: list[str]
+) -> LoggedSample:
+    image = _decoded(image_bytes, warnings, f"image of sample {sample['position']}")
+    return LoggedSample(
+        position=sample.get("position"),
+        sample_id=sample.get("sample_id"),
+        filename=sample.get("filename"),
+        label=sample.get("label"),
+        label_name=sample.get("label_name"),
+        prediction=sample.get("prediction"),
+        prediction_name=sample.get("prediction_name"),
+        confidence=sample.get("confidence"),
+        correct=sample.get("correct"),
+        top_k=sample.get("top_k", []),
+        loss=sample.get("loss"),
+        flags=sample.get("flags", []),
+        image=image,
+        record=sample,
+    )
+
+
+def _decoded(
+    data: bytes | None, warnings: list[str] | None = None, what: str = ""
+) -> np.ndarray | None:
+    """An encoded image as uint8 [height, width, channels]; None if undecodable."""
+    if data is None:
+        return None
+    try:
+        image = np.asarray(Image.open(io.BytesIO(data)))
+    except (OSError, ValueError) as error:  # PIL's UnidentifiedImageError too
+        if warnings is not None:
+            warnings.append(f"{what}: {error}")
+        return None
+    return image[..., np.newaxis] if image.ndim == 2 else image

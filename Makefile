@@ -7,11 +7,8 @@ PORT ?= 6006
 # CUDA libraries).
 JAX_SPEC ?= jax[cpu]
 TORCH_SPEC ?= torch==2.13.0+cpu
-# The suites that hold on every Keras backend; `make test` runs them once per backend.
-BACKEND_SUITES ?= tests/test_capture_correspondence.py tests/test_backends.py \
-	tests/test_model_preprocessing.py tests/test_datasets.py \
-	tests/test_bad_inputs.py tests/test_sample_stats.py tests/test_heads.py \
-	tests/test_watchlist.py tests/test_unknown_size.py tests/test_masks.py
+# The tests that hold on every Keras backend carry the `every_backend` marker (all of
+# tests/capture/); `make test` runs them once more per backend.
 BACKENDS ?= jax torch
 
 .PHONY: demo test test-backends lint setup clean
@@ -34,18 +31,20 @@ demo: setup
 test: setup
 	CHROMIUM="$$(bash tests/find_chromium.sh)" && export CHROMIUM && \
 	$(PY) -m ruff check tb_batch_images tests demo benchmarks && \
+	$(VENV)/bin/lint-imports && \
 	KERAS_BACKEND=tensorflow $(PY) -m pytest -ra $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory test-backends
 
 test-backends: setup
 	@for backend in $(BACKENDS); do \
-	  echo "== KERAS_BACKEND=$$backend: $(BACKEND_SUITES)"; \
+	  echo "== KERAS_BACKEND=$$backend: the every_backend tests"; \
 	  KERAS_BACKEND=$$backend OMP_NUM_THREADS=1 \
-	    $(PY) -m pytest -ra $(PYTEST_ARGS) $(BACKEND_SUITES) || exit 1; \
+	    $(PY) -m pytest -ra -m every_backend $(PYTEST_ARGS) || exit 1; \
 	done
 
 lint: setup
 	$(PY) -m ruff check tb_batch_images tests demo benchmarks
+	$(VENV)/bin/lint-imports
 	$(PY) -m ruff format --check tb_batch_images tests demo benchmarks
 
 clean:

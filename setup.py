@@ -44,7 +44,13 @@ setup(
             "playwright>=1.45",
             "hypothesis>=6.100",
         ],
-        "dev": ["ruff>=0.6", "pytest>=8", "pytest-timeout>=2.3", "playwright>=1.45"],
+        "dev": [
+            "ruff>=0.6",
+            "import-linter>=2.0",
+            "pytest>=8",
+            "pytest-timeout>=2.3",
+            "playwright>=1.45",
+        ],
     },
     entry_points={
         "tensorboard_plugins": [

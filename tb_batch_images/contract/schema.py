@@ -14,7 +14,7 @@ UTF-8 JSON, not an object, nested too deeply to parse, too large, no `format_ver
 or a newer one, `samples` not a list) gives an `error` and no record: a broken step.
 
 The schema is the tables below (`BATCH_RECORD`, `SAMPLE`, `STATUS_RECORD`); the
-docs state the same, field by field, and `tests/test_validate.py` holds both to it.
+docs state the same, field by field, and `tests/contract/test_validate.py` holds both to it.
 """
 
 from __future__ import annotations

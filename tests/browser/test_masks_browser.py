@@ -27,8 +27,8 @@ import numpy as np
 import pytest
 
 from tb_batch_images import contract as fmt
-
-from .conftest import Gallery, TensorBoardProcess, view_fragment
+from tests.fixtures.browser import Gallery, view_fragment
+from tests.fixtures.servers import TensorBoardProcess
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

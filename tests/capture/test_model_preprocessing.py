@@ -5,7 +5,7 @@ A probe layer right after the preprocessing layers records (in `keras.ops`, as
 non-trainable weights: every backend) the full tensor it receives at every training
 step; every logged picture must equal the probe's record at its step and position,
 undone from Rescaling/Normalization. The negative control compares with the
-un-augmented `x`. The rig test (tests/rig.py) checks flips, ids, filenames and labels
+un-augmented `x`. The rig test (tests/fixtures/rig.py) checks flips, ids, filenames and labels
 with `RandomFlip` inside the model, and that logging `x` instead fails the check.
 """
 
@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from tb_batch_images import BatchImageLogger, read_batches
-from tests import rig
-from tests.test_capture_correspondence import NO_TORCH_SPE, SAMPLES, tf_data
+from tests.capture.test_capture_correspondence import NO_TORCH_SPE, SAMPLES, tf_data
+from tests.fixtures import rig
 
 SIZE = 16
 COUNT = 32

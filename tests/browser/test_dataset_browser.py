@@ -2,7 +2,7 @@
 
 Runs of `logs`, trained with the real `BatchImageLogger` (data map and watchlist on,
 no batches scheduled, so every picture shown is a watchlist capture):
-- `rig_a`, `rig_b`: the correspondence rig's images (`tests/rig.py`: the pixels encode
+- `rig_a`, `rig_b`: the correspondence rig's images (`tests/fixtures/rig.py`: the pixels encode
   the sample id), every 7th label wrong, 4 epochs;
 - `large`: 20,000 samples (class-tinted noise, 10% of the labels flipped), the
   tens-of-thousands case, and the README's screenshot.
@@ -24,9 +24,9 @@ import numpy as np
 import pytest
 
 from tb_batch_images import contract as fmt
-
-from . import rig
-from .conftest import SCREENSHOTS, Gallery, TensorBoardProcess, view_fragment
+from tests.fixtures import rig
+from tests.fixtures.browser import SCREENSHOTS, Gallery, view_fragment
+from tests.fixtures.servers import TensorBoardProcess
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

@@ -19,8 +19,8 @@ import pytest
 
 from tb_batch_images import contract as fmt
 from tb_batch_images import read_batches
-
-from .conftest import Gallery, TensorBoardProcess, view_fragment
+from tests.fixtures.browser import Gallery, view_fragment
+from tests.fixtures.servers import TensorBoardProcess
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

@@ -1,6 +1,6 @@
 """The gallery over hand-made malformed steps: headless Chromium, a real `tensorboard`.
 
-The log directory is `tests/malformed.py`'s corpus, written with the real summary
+The log directory is `tests/fixtures/malformed.py`'s corpus, written with the real summary
 writer. Every step of `malformed/train` must show either its pictures (with the
 validator's warnings, when it repaired the record) or a clear error state naming the
 step and what was wrong; the page must stay usable (other steps, other runs, sort and
@@ -16,9 +16,9 @@ import pytest
 
 from tb_batch_images import contract as fmt
 from tb_batch_images.contract import schema as validate
-
-from . import malformed
-from .conftest import Gallery, TensorBoardProcess, view_fragment
+from tests.fixtures import malformed
+from tests.fixtures.browser import Gallery, view_fragment
+from tests.fixtures.servers import TensorBoardProcess
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

@@ -18,8 +18,7 @@ import pytest
 
 from tb_batch_images import BatchImageLogger, read_batches, read_sample_stats
 from tb_batch_images import contract as fmt
-
-from . import rig
+from tests.fixtures import rig
 
 BACKEND = keras.backend.backend()
 SAMPLES = 60

@@ -14,7 +14,7 @@ import tensorflow as tf
 from tb_batch_images import BatchImageLogger, read_batches
 from tb_batch_images.host import writer as writer_module
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _dataset(count: int = 40) -> tf.data.Dataset:
@@ -155,7 +155,7 @@ KILL_SCRIPT = textwrap.dedent(
     import os, signal, sys
     import keras, numpy as np
     from tb_batch_images import BatchImageLogger
-    from tests.test_faults import _dataset, _model
+    from tests.host.test_faults import _dataset, _model
 
     class KillAt(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
@@ -188,7 +188,7 @@ INTERRUPT_SCRIPT = textwrap.dedent(
     import sys
     import keras
     from tb_batch_images import BatchImageLogger
-    from tests.test_faults import _dataset, _model
+    from tests.host.test_faults import _dataset, _model
 
     class InterruptAt(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):

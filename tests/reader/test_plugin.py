@@ -28,16 +28,15 @@ from werkzeug import test as werkzeug_test
 from tb_batch_images import contract as fmt
 from tb_batch_images import plugin as plugin_module
 from tb_batch_images.plugin import BatchImagesLoader, BatchImagesPlugin
-
-from .conftest import (
+from tests.fixtures.logdirs import (
     KERAS_BATCH,
     KERAS_CLASSES,
     KERAS_SAMPLES,
     KERAS_TRAIN_STEPS,
-    PLUGIN_ROUTE,
-    PluginServer,
     keras_filename,
 )
+from tests.fixtures.paths import PLUGIN_ROUTE
+from tests.fixtures.servers import PluginServer
 
 LOAD_FAST = pytest.mark.parametrize(
     "load_fast", [False, True], ids=["load_fast=false", "load_fast=true"]

@@ -1,6 +1,6 @@
 """Every logged sample is the sample that trained at its step, in every input setup.
 
-Built on tests/rig.py: pixels encode the sample id, the tf.data map adds a mark and a
+Built on tests/fixtures/rig.py: pixels encode the sample id, the tf.data map adds a mark and a
 random flip, and a Recorder layer inside the model writes down what each step trained
 on. Each test trains a real tiny Keras model with BatchImageLogger and reads the event
 files back with read_batches.
@@ -23,7 +23,7 @@ import pytest
 import tensorflow as tf
 
 from tb_batch_images import BatchImageLogger, read_batches
-from tests import rig
+from tests.fixtures import rig
 
 BACKEND = keras.backend.backend()
 TF_ONLY = pytest.mark.skipif(
@@ -422,8 +422,8 @@ MIRRORED_SCRIPT = textwrap.dedent(
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras
     from tb_batch_images import BatchImageLogger, read_batches
-    from tests import rig
-    from tests.test_capture_correspondence import tf_data, SAMPLES
+    from tests.fixtures import rig
+    from tests.capture.test_capture_correspondence import tf_data, SAMPLES
 
     logdir = sys.argv[1]
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
@@ -444,7 +444,7 @@ MIRRORED_SCRIPT = textwrap.dedent(
 
 @TF_ONLY
 def test_mirrored_strategy_logs_replica_zeros_share(tmp_path, run_python):
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     result = run_python(["-c", MIRRORED_SCRIPT, str(tmp_path / "logs")], cwd=root)
     assert result.returncode == 0, result.stderr[-4000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])

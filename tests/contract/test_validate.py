@@ -10,7 +10,7 @@
 - the routes: fuzzed records written with the real summary writer and served by the
   plugin inside TensorBoard's real WSGI app, and fuzzed request parameters; every
   route answers 200 or 4xx, never 5xx, and the server stays healthy;
-- the malformed corpus (`tests/malformed.py`) through both data providers and
+- the malformed corpus (`tests/fixtures/malformed.py`) through both data providers and
   `read_batches`.
 """
 
@@ -31,11 +31,10 @@ from hypothesis import strategies as st
 
 from tb_batch_images import contract as fmt
 from tb_batch_images.contract import schema as validate
+from tests.fixtures import malformed
+from tests.fixtures.servers import PluginServer
 
-from . import malformed
-from .conftest import PluginServer
-
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 LOAD_FAST = pytest.mark.parametrize(
     "load_fast", [False, True], ids=["load_fast=false", "load_fast=true"]
 )

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from tb_batch_images import plugin as plugin_module
-
-from .conftest import KERAS_TRAIN_STEPS, PLUGIN_ROUTE
+from tests.fixtures.logdirs import KERAS_TRAIN_STEPS
+from tests.fixtures.paths import PLUGIN_ROUTE
 
 LOAD_FAST = pytest.mark.parametrize("load_fast", ["false", "true"])
 

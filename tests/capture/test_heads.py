@@ -1,6 +1,6 @@
 """Models with several outputs: the logged prediction and loss come from one head.
 
-Built on tests/rig.py: pixels encode the sample id, and a Recorder layer writes down
+Built on tests/fixtures/rig.py: pixels encode the sample id, and a Recorder layer writes down
 the ids of every training batch. Each head ends in an `OutputRecorder`, which writes
 down that head's outputs of the training forward pass: the reference every logged
 prediction and per-sample loss is checked against (the loss recomputed in plain
@@ -22,7 +22,7 @@ import pytest
 import tensorflow as tf
 
 from tb_batch_images import BatchImageLogger, read_batches
-from tests import rig
+from tests.fixtures import rig
 
 SAMPLES = 40
 BATCH = 8

@@ -22,10 +22,10 @@ import numpy as np
 import pytest
 
 from tb_batch_images import BatchImageLogger, read_batches
-from tests import rig
+from tests.fixtures import rig
 
 BACKEND = keras.backend.backend()
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 JAX_ONLY = pytest.mark.skipif(BACKEND != "jax", reason="keras.distribution on JAX")
 TF_ONLY = pytest.mark.skipif(BACKEND != "tensorflow", reason="tf.distribute")
 
@@ -38,8 +38,8 @@ _TRAIN = textwrap.dedent(
     import tensorflow as tf
     import keras
     from tb_batch_images import BatchImageLogger, read_batches
-    from tests import rig
-    from tests.test_capture_correspondence import tf_data, SAMPLES
+    from tests.fixtures import rig
+    from tests.capture.test_capture_correspondence import tf_data, SAMPLES
 
     def train(logdir, samples_per_batch=8, selection="first", full_batches=None):
         keras.utils.set_random_seed(1)  # the same initial weights on every process

@@ -1,0 +1,1 @@
+"""Tests of the gallery in headless Chromium, against a real tensorboard."""

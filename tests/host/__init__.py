@@ -1,0 +1,1 @@
+"""Tests of tb_batch_images.host."""

@@ -1,0 +1,1 @@
+"""Tests of the readers: read_batches, read_sample_stats and the TensorBoard plugin."""

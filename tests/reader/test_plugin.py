@@ -26,8 +26,8 @@ from tensorboard.plugins.core import core_plugin
 from werkzeug import test as werkzeug_test
 
 from tb_batch_images import contract as fmt
-from tb_batch_images import plugin as plugin_module
 from tb_batch_images.plugin import BatchImagesLoader, BatchImagesPlugin
+from tb_batch_images.plugin import static as plugin_module
 from tests.fixtures.logdirs import (
     KERAS_BATCH,
     KERAS_CLASSES,

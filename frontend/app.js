@@ -4,13 +4,14 @@
 import * as api from "./api.js";
 import { renderColumns } from "./compare.js";
 import { renderDetail } from "./detail.js";
+import { FLAGS, MODES } from "./contract.js";
 import { DatasetView } from "./dataset.js";
 import { h, replaceChildren } from "./dom.js";
 import { plural } from "./format.js";
 import { renderHistory } from "./history.js";
-import { groupName, groupRuns, indexOfStep, MODES, modeOf, nearestStep, seriesKey, unionSteps } from "./runs.js";
+import { groupName, groupRuns, indexOfStep, modeOf, nearestStep, seriesKey, unionSteps } from "./runs.js";
 import { maskKind } from "./masks.js";
-import { classOptions, FLAGS, filterSamples, sortSamples } from "./samples.js";
+import { classOptions, filterSamples, sortSamples } from "./samples.js";
 import { onUrlChange, readState, stateToParams, writeState } from "./state.js";
 import { Toolbar } from "./toolbar.js";
 

@@ -1,5 +1,6 @@
 // The detail view of one sample: the image at its logged size, every field, top-k.
 
+import { MASK_VALUES } from "./contract.js";
 import { h } from "./dom.js";
 import {
   FLAG_HELP,
@@ -64,7 +65,7 @@ function headLossRows(headLosses, shown) {
 /** Rows of a sample with masks: pixel accuracy and mean IoU, or the value ranges. */
 function maskFields(sample, kind) {
   if (!kind) return [];
-  if (kind === "values") {
+  if (kind === MASK_VALUES) {
     return ["label", "prediction"].map((choice) => {
       const range = maskRange(sample, choice);
       return row(`${choice} range`, range ? `${formatNumber(range[0])} – ${formatNumber(range[1])}` : "—", `${choice}_range`);
@@ -99,7 +100,7 @@ export function renderDetail({ sample, batch, group, index, count, onPrev, onNex
   }
   // The picture with its overlay stacked on it, or the value map in a box beside it.
   const imageBox =
-    drawn === "values"
+    drawn === MASK_VALUES
       ? h("div", { className: "detail-image-box has-value-map" }, picture)
       : h("div", { className: "detail-image-box" }, h("div", { className: "mask-stack" }, picture));
   const maskSelect = kind

@@ -1,6 +1,7 @@
 // The batch view: a header with the batch's facts and a grid of captioned tiles.
 
 import { imageUrl } from "./api.js";
+import { MASK_VALUES } from "./contract.js";
 import { h } from "./dom.js";
 import {
   FLAG_HELP,
@@ -78,7 +79,7 @@ export function pictureWithMask(sample, batch, choice, image) {
 function maskRows(sample, batch, choice) {
   const kind = maskKind(batch);
   if (!kind) return [];
-  if (kind === "values") {
+  if (kind === MASK_VALUES) {
     const range = maskRange(sample, choice);
     return [
       captionRow(
@@ -136,7 +137,7 @@ export function renderTile(sample, batch, { onOpen, onHistory, merged, masks = "
     },
     h(
       "div",
-      { className: "thumb" + (drawn === "values" ? " has-value-map" : "") },
+      { className: "thumb" + (drawn === MASK_VALUES ? " has-value-map" : "") },
       picture,
       verdictBadge(sample, "on-image"),
       h("span", {

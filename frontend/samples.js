@@ -1,5 +1,7 @@
 // Sorting and filtering the samples of a batch. Pure functions.
 
+import { TASK_BINARY, TASK_CATEGORICAL, TASK_MULTILABEL, TASK_SPARSE_CATEGORICAL } from "./contract.js";
+
 export const SORTS = [
   { value: "position", text: "Position in batch" },
   { value: "loss_desc", text: "Loss, highest first" },
@@ -12,9 +14,7 @@ export const SORTS = [
   { value: "pixel_accuracy_desc", text: "Pixel accuracy, highest first" },
 ];
 
-export const FLAGS = ["nan", "inf", "constant", "clipped", "rescaled", "label_out_of_range"];
-
-const CLASS_TASKS = new Set(["sparse_categorical", "categorical", "binary", "multilabel"]);
+const CLASS_TASKS = new Set([TASK_SPARSE_CATEGORICAL, TASK_CATEGORICAL, TASK_BINARY, TASK_MULTILABEL]);
 
 /** The class keys ("3") of a label or prediction; [] for raw values. */
 export function classKeys(value, task) {

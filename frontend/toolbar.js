@@ -1,11 +1,11 @@
 // The controls: runs, mode, step navigation, sort and filters. Built once; update()
 // syncs them with the state without stealing focus from what the user is typing in.
 
+import { FLAGS, MODES } from "./contract.js";
 import { h, replaceChildren, scrubber } from "./dom.js";
 import { plural } from "./format.js";
 import { MASK_CHOICES } from "./masks.js";
-import { FLAGS, SORTS } from "./samples.js";
-import { MODES } from "./runs.js";
+import { SORTS } from "./samples.js";
 
 function field(labelText, control, className = "") {
   return h("label", { className: `field ${className}`.trim() }, h("span", { className: "field-label", text: labelText }), control);

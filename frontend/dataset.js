@@ -7,9 +7,9 @@
 // The state lives in the URL with the rest of the gallery (state.js: view, ds_*).
 
 import * as api from "./api.js";
-import { h, replaceChildren, scrubber } from "./dom.js";
+import { h, replaceChildren } from "./dom.js";
 import { DASH, formatClass, formatNumber, formatPercent, plural } from "./format.js";
-import { sampleImage } from "./gallery.js";
+import { captionText, closeButton, sampleImage, scrubber, toolbarGroup, verdictClass } from "./widgets.js";
 
 const SUSPECTS_SHOWN = 40;
 const MAX_RUNS = 2;
@@ -239,10 +239,6 @@ function short(value) {
   return Number.isFinite(value) ? value.toFixed(3) : DASH;
 }
 
-function scoreRow(key, value) {
-  return h("div", { className: "cap-row" }, h("span", { className: "cap-key", text: key }), h("span", { className: "cap-value", text: value }));
-}
-
 /** One ranked suspect: its picture, filename, labels and scores. */
 function suspectTile(stats, id, rank, picture, onPick) {
   const { columns } = stats;
@@ -266,11 +262,11 @@ function suspectTile(stats, id, rank, picture, onPick) {
         h("span", { className: "suspect-rank", text: `#${rank + 1}` }),
       ),
       h("span", { className: "filename", text: filename }),
-      scoreRow("label", className(stats, columns.label?.[id])),
-      scoreRow("predicted", className(stats, columns.predicted_instead?.[id])),
-      scoreRow("suspect", short(columns.suspect_score?.[id])),
-      scoreRow("conf · var", `${short(columns.confidence?.[id])} · ${short(columns.variability?.[id])}`),
-      scoreRow("right · AUM", `${formatPercent(columns.correct?.[id])} · ${short(columns.margin?.[id])}`),
+      captionText("label", className(stats, columns.label?.[id])),
+      captionText("predicted", className(stats, columns.predicted_instead?.[id])),
+      captionText("suspect", short(columns.suspect_score?.[id])),
+      captionText("conf · var", `${short(columns.confidence?.[id])} · ${short(columns.variability?.[id])}`),
+      captionText("right · AUM", `${formatPercent(columns.correct?.[id])} · ${short(columns.margin?.[id])}`),
     ),
   );
 }
@@ -323,7 +319,7 @@ function samplePanel({ run, id, stats, detail, error, onClose, onOpenBatch }) {
               "button",
               {
                 type: "button",
-                className: "strip-item" + (item.correct === false ? " is-wrong" : item.correct === true ? " is-right" : ""),
+                className: "strip-item" + verdictClass(item),
                 dataset: { step: String(item.step), source: item.source, tag: item.tag },
                 title: `${item.source === "watchlist" ? "watchlist capture" : "logged batch"} · step ${item.step} · epoch ${item.epoch}`,
                 disabled: item.source === "watchlist",
@@ -345,7 +341,7 @@ function samplePanel({ run, id, stats, detail, error, onClose, onOpenBatch }) {
       "header",
       { className: "history-header" },
       h("h2", {}, h("span", { className: "sample-filename", text: filename }), h("span", { className: "history-count", text: ` ${run} · id ${id}` })),
-      h("button", { className: "icon-button", type: "button", text: "✕", title: "Close (Escape)", attrs: { "aria-label": "Close sample" }, on: { click: onClose } }),
+      closeButton("Close sample", onClose),
     ),
     body,
   );
@@ -375,8 +371,8 @@ export class DatasetView {
         h(
           "div",
           { className: "toolbar-row" },
-          h("div", { className: "toolbar-group runs-group" }, h("span", { className: "field-label", text: "Runs (up to 2)" }), this.runList),
-          h("div", { className: "toolbar-group" }, h("span", { className: "field-label", text: "Epoch" }), this.scrubber, this.epochLabel),
+          toolbarGroup("Runs (up to 2)", "runs-group", this.runList),
+          toolbarGroup("Epoch", "", this.scrubber, this.epochLabel),
         ),
       ),
       this.columns,

@@ -10,8 +10,8 @@ import {
   formatValue,
   formatWallTime,
 } from "./format.js";
-import { flagBadges, pictureWithMask, sampleImage, verdictBadge } from "./gallery.js";
 import { MASK_CHOICES, maskKind, maskRange, renderLegend } from "./masks.js";
+import { closeButton, field, flagBadges, pictureWithMask, sampleImage, verdictBadge } from "./widgets.js";
 
 const DISPLAY_TARGET = 384; // small images are scaled by an integer factor towards this
 
@@ -104,15 +104,14 @@ export function renderDetail({ sample, batch, group, index, count, onPrev, onNex
       ? h("div", { className: "detail-image-box has-value-map" }, picture)
       : h("div", { className: "detail-image-box" }, h("div", { className: "mask-stack" }, picture));
   const maskSelect = kind
-    ? h(
-        "label",
-        { className: "field detail-masks" },
-        h("span", { className: "field-label", text: "Masks" }),
+    ? field(
+        "Masks",
         h(
           "select",
           { dataset: { control: "detail_masks" }, on: { change: (event) => onMasks(event.target.value) } },
           MASK_CHOICES.map((choice) => h("option", { value: choice.value, text: choice.text, selected: choice.value === masks })),
         ),
+        "detail-masks",
       )
     : null;
   const title = sample.filename ?? `sample ${sample.position}`;
@@ -180,14 +179,7 @@ export function renderDetail({ sample, batch, group, index, count, onPrev, onNex
     h("li", {}, h("strong", { text: flag }), " ", FLAG_HELP[flag] || ""),
   );
 
-  const closeButton = h("button", {
-    className: "icon-button",
-    type: "button",
-    text: "✕",
-    title: "Close (Escape)",
-    attrs: { "aria-label": "Close" },
-    on: { click: onClose },
-  });
+  const close = closeButton("Close", onClose);
   const dialog = h(
     "div",
     {
@@ -213,7 +205,7 @@ export function renderDetail({ sample, batch, group, index, count, onPrev, onNex
         h("span", { className: "detail-count", text: `${index + 1} / ${count}` }),
         h("button", { className: "button", type: "button", text: "← Previous", title: "Previous sample (←)", disabled: index <= 0, on: { click: onPrev } }),
         h("button", { className: "button", type: "button", text: "Next →", title: "Next sample (→)", disabled: index >= count - 1, on: { click: onNext } }),
-        closeButton,
+        close,
       ),
     ),
     h(
@@ -270,6 +262,6 @@ export function renderDetail({ sample, batch, group, index, count, onPrev, onNex
     },
     dialog,
   );
-  backdrop.focusTarget = closeButton;
+  backdrop.focusTarget = close;
   return backdrop;
 }

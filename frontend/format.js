@@ -72,6 +72,18 @@ export function formatValue(value) {
   return JSON.stringify(value);
 }
 
+/** A class of a run's statistics (docs/api.md, /sample_stats): its name if known. */
+export function statsClassName(stats, value) {
+  if (!Number.isFinite(value) || value < 0) return DASH;
+  const names = stats.class_names;
+  return formatClass(value, names && names[value] !== undefined ? names[value] : null);
+}
+
+/** The filename of sample `id` of a run's statistics, else "sample <id>". */
+export function statsFilename(stats, id) {
+  return (stats.filenames && stats.filenames[id]) || `sample ${id}`;
+}
+
 export const FLAG_HELP = {
   [FLAG_NAN]: "The input held NaN values (shown as 0).",
   [FLAG_INF]: "The input held ±Inf values (clipped).",

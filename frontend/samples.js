@@ -1,6 +1,6 @@
 // Sorting and filtering the samples of a batch. Pure functions.
 
-import { TASK_BINARY, TASK_CATEGORICAL, TASK_MULTILABEL, TASK_SPARSE_CATEGORICAL } from "./contract.js";
+import { FLAGS, TASK_BINARY, TASK_CATEGORICAL, TASK_MULTILABEL, TASK_SPARSE_CATEGORICAL } from "./contract.js";
 
 export const SORTS = [
   { value: "position", text: "Position in batch" },
@@ -111,4 +111,15 @@ export function classOptions(batches) {
   return [...names.entries()]
     .sort((a, b) => Number(a[0]) - Number(b[0]))
     .map(([value, name]) => ({ value, text: name ? `${value} · ${name}` : value }));
+}
+
+/** The flag filter's choices: every flag, with how many samples of `batches` carry it. */
+export function flagOptions(batches) {
+  const counts = new Map();
+  for (const batch of batches) {
+    for (const sample of batch.samples || []) {
+      for (const flag of sample.flags || []) counts.set(flag, (counts.get(flag) || 0) + 1);
+    }
+  }
+  return FLAGS.map((flag) => ({ value: flag, text: counts.has(flag) ? `${flag} (${counts.get(flag)})` : flag }));
 }

@@ -5,6 +5,8 @@
 // empty list, so no view meets a shape it does not expect. A batch lists what the page
 // replaced in its `warnings`, after the plugin's own.
 
+import { BATCHES_TAG } from "./contract.js";
+
 const BAD = Symbol("bad");
 const MAX_PAGE_WARNINGS = 20;
 
@@ -117,7 +119,7 @@ const SAMPLE_FIELDS = {
 
 const BATCH_FIELDS = {
   run: [text, ""],
-  tag: [text, "batch_images"],
+  tag: [text, BATCHES_TAG],
   step: [int, null],
   error: [orNull(text), null],
   warnings: [goodItems(text), []],
@@ -183,7 +185,7 @@ export function checkBatch(answer, run, step) {
 
 const RUN_FIELDS = {
   run: [text, null],
-  tag: [text, "batch_images"],
+  tag: [text, BATCHES_TAG],
   mode: [orNull(text), null],
   steps_kept: [int, null],
   steps_logged: [int, null],
@@ -217,7 +219,7 @@ export function checkStepNumbers(answer) {
 const APPEARANCE_FIELDS = {
   ...SAMPLE_FIELDS,
   run: [text, null],
-  tag: [text, "batch_images"],
+  tag: [text, BATCHES_TAG],
   mode: [orNull(text), null],
   step: [int, null],
   epoch: [orNull(int), null],

@@ -12,6 +12,7 @@ import {
   checkStatsRuns,
   checkStepNumbers,
 } from "./answers.js";
+import { BATCHES_TAG } from "./contract.js";
 
 export class ApiError extends Error {
   constructor(message, status, route) {
@@ -71,7 +72,7 @@ const STEPS_PAGE = 10000;
 
 // The logger's own tag is the plugin's default; other tags are passed along.
 function tagParam(tag) {
-  return tag && tag !== "batch_images" ? tag : undefined;
+  return tag && tag !== BATCHES_TAG ? tag : undefined;
 }
 
 /**

@@ -3,6 +3,7 @@
 
 import { h } from "./dom.js";
 import { renderBatch } from "./gallery.js";
+import { messageBox } from "./widgets.js";
 
 function columnHeader(column, targetStep) {
   let stepText = "";
@@ -28,7 +29,7 @@ function columnHeader(column, targetStep) {
 export function renderColumn(column, targetStep, handlers) {
   let body;
   if (column.error) {
-    body = h("div", { className: "state-box small error" }, h("p", { text: column.error }));
+    body = messageBox(column.error, "error");
   } else if (column.broken !== null && column.broken !== undefined) {
     body = h(
       "div",
@@ -38,11 +39,11 @@ export function renderColumn(column, targetStep, handlers) {
       h("p", { text: "Other steps and runs are not affected: step with ← / → or type another step." }),
     );
   } else if (!column.run) {
-    body = h("div", { className: "state-box small" }, h("p", { text: `No ${column.mode} batches in this run.` }));
+    body = messageBox(`No ${column.mode} batches in this run.`);
   } else if (column.step === null) {
-    body = h("div", { className: "state-box small" }, h("p", { text: "No steps kept for this run yet." }));
+    body = messageBox("No steps kept for this run yet.");
   } else if (!column.batch) {
-    body = h("div", { className: "state-box small" }, h("p", { className: "loading-text", text: `Loading step ${column.step}…` }));
+    body = messageBox(`Loading step ${column.step}…`, "loading");
   } else {
     body = renderBatch({
       batch: column.batch,

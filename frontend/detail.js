@@ -1,5 +1,6 @@
 // The detail view of one sample: the image at its logged size, every field, top-k.
 
+import { MASK_VALUES } from "./contract.js";
 import { h } from "./dom.js";
 import {
   FLAG_HELP,
@@ -9,8 +10,8 @@ import {
   formatValue,
   formatWallTime,
 } from "./format.js";
-import { flagBadges, pictureWithMask, sampleImage, verdictBadge } from "./gallery.js";
 import { MASK_CHOICES, maskKind, maskRange, renderLegend } from "./masks.js";
+import { closeButton, field, flagBadges, pictureWithMask, sampleImage, verdictBadge } from "./widgets.js";
 
 const DISPLAY_TARGET = 384; // small images are scaled by an integer factor towards this
 
@@ -64,7 +65,7 @@ function headLossRows(headLosses, shown) {
 /** Rows of a sample with masks: pixel accuracy and mean IoU, or the value ranges. */
 function maskFields(sample, kind) {
   if (!kind) return [];
-  if (kind === "values") {
+  if (kind === MASK_VALUES) {
     return ["label", "prediction"].map((choice) => {
       const range = maskRange(sample, choice);
       return row(`${choice} range`, range ? `${formatNumber(range[0])} – ${formatNumber(range[1])}` : "—", `${choice}_range`);
@@ -99,19 +100,18 @@ export function renderDetail({ sample, batch, group, index, count, onPrev, onNex
   }
   // The picture with its overlay stacked on it, or the value map in a box beside it.
   const imageBox =
-    drawn === "values"
+    drawn === MASK_VALUES
       ? h("div", { className: "detail-image-box has-value-map" }, picture)
       : h("div", { className: "detail-image-box" }, h("div", { className: "mask-stack" }, picture));
   const maskSelect = kind
-    ? h(
-        "label",
-        { className: "field detail-masks" },
-        h("span", { className: "field-label", text: "Masks" }),
+    ? field(
+        "Masks",
         h(
           "select",
           { dataset: { control: "detail_masks" }, on: { change: (event) => onMasks(event.target.value) } },
           MASK_CHOICES.map((choice) => h("option", { value: choice.value, text: choice.text, selected: choice.value === masks })),
         ),
+        "detail-masks",
       )
     : null;
   const title = sample.filename ?? `sample ${sample.position}`;
@@ -179,14 +179,7 @@ export function renderDetail({ sample, batch, group, index, count, onPrev, onNex
     h("li", {}, h("strong", { text: flag }), " ", FLAG_HELP[flag] || ""),
   );
 
-  const closeButton = h("button", {
-    className: "icon-button",
-    type: "button",
-    text: "✕",
-    title: "Close (Escape)",
-    attrs: { "aria-label": "Close" },
-    on: { click: onClose },
-  });
+  const close = closeButton("Close", onClose);
   const dialog = h(
     "div",
     {
@@ -212,7 +205,7 @@ export function renderDetail({ sample, batch, group, index, count, onPrev, onNex
         h("span", { className: "detail-count", text: `${index + 1} / ${count}` }),
         h("button", { className: "button", type: "button", text: "← Previous", title: "Previous sample (←)", disabled: index <= 0, on: { click: onPrev } }),
         h("button", { className: "button", type: "button", text: "Next →", title: "Next sample (→)", disabled: index >= count - 1, on: { click: onNext } }),
-        closeButton,
+        close,
       ),
     ),
     h(
@@ -269,6 +262,6 @@ export function renderDetail({ sample, batch, group, index, count, onPrev, onNex
     },
     dialog,
   );
-  backdrop.focusTarget = closeButton;
+  backdrop.focusTarget = close;
   return backdrop;
 }

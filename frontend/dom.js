@@ -49,29 +49,3 @@ export function replaceChildren(parent, ...children) {
 export function glyph(text) {
   return h("span", { className: "glyph", text, attrs: { "aria-hidden": "true" } });
 }
-
-/**
- * A range input over positions 0..max (the caller sets `max` and `value`):
- * `onMove(index)` on every movement, `onSettle(index)` once it rests for `delay` ms.
- */
-export function scrubber({ control, label, onMove = () => {}, onSettle, delay = 60 }) {
-  let timer = null;
-  const input = h("input", {
-    type: "range",
-    className: "scrubber",
-    dataset: { control },
-    min: "0",
-    max: "0",
-    step: "1",
-    attrs: { "aria-label": label },
-    on: {
-      input: () => {
-        clearTimeout(timer);
-        const index = Number(input.value);
-        onMove(index);
-        timer = setTimeout(() => onSettle(index), delay);
-      },
-    },
-  });
-  return input;
-}

@@ -1,5 +1,7 @@
 // Text formatting of logged values. Pure functions: values in, strings out.
 
+import { FLAG_CLIPPED, FLAG_CONSTANT, FLAG_INF, FLAG_LABEL_OUT_OF_RANGE, FLAG_NAN, FLAG_RESCALED } from "./contract.js";
+
 export const DASH = "—";
 
 /** The last path component, shortened in the middle to at most `max` characters. */
@@ -70,11 +72,23 @@ export function formatValue(value) {
   return JSON.stringify(value);
 }
 
+/** A class of a run's statistics (docs/api.md, /sample_stats): its name if known. */
+export function statsClassName(stats, value) {
+  if (!Number.isFinite(value) || value < 0) return DASH;
+  const names = stats.class_names;
+  return formatClass(value, names && names[value] !== undefined ? names[value] : null);
+}
+
+/** The filename of sample `id` of a run's statistics, else "sample <id>". */
+export function statsFilename(stats, id) {
+  return (stats.filenames && stats.filenames[id]) || `sample ${id}`;
+}
+
 export const FLAG_HELP = {
-  nan: "The input held NaN values (shown as 0).",
-  inf: "The input held ±Inf values (clipped).",
-  constant: "Every pixel of the input had the same value.",
-  clipped: "Values fell outside the value range and were clipped.",
-  rescaled: "The input matched no known range; shown min-max stretched.",
-  label_out_of_range: "The label is not a valid class index.",
+  [FLAG_NAN]: "The input held NaN values (shown as 0).",
+  [FLAG_INF]: "The input held ±Inf values (clipped).",
+  [FLAG_CONSTANT]: "Every pixel of the input had the same value.",
+  [FLAG_CLIPPED]: "Values fell outside the value range and were clipped.",
+  [FLAG_RESCALED]: "The input matched no known range; shown min-max stretched.",
+  [FLAG_LABEL_OUT_OF_RANGE]: "The label is not a valid class index.",
 };

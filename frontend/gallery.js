@@ -1,9 +1,8 @@
 // The batch view: a header with the batch's facts and a grid of captioned tiles.
 
-import { imageUrl } from "./api.js";
+import { MASK_VALUES } from "./contract.js";
 import { h } from "./dom.js";
 import {
-  FLAG_HELP,
   formatClass,
   formatNumber,
   formatPercent,
@@ -12,73 +11,14 @@ import {
   plural,
   shortenFilename,
 } from "./format.js";
-import { maskCanvas, maskKind, maskRange, renderLegend } from "./masks.js";
-
-const SMALL_IMAGE = 96; // images this small are scaled up with hard pixel edges
-
-/** Right / wrong / unknown, with a glyph and a word so colour is never the only cue. */
-export function verdictOf(sample) {
-  if (sample.correct === true) return { kind: "right", glyph: "✓", text: "right" };
-  if (sample.correct === false) return { kind: "wrong", glyph: "✗", text: "wrong" };
-  return null;
-}
-
-export function verdictBadge(sample, extraClass = "") {
-  const verdict = verdictOf(sample);
-  if (!verdict) return null;
-  return h(
-    "span",
-    { className: `verdict verdict-${verdict.kind} ${extraClass}`.trim(), dataset: { verdict: verdict.kind } },
-    h("span", { className: "glyph", text: verdict.glyph, attrs: { "aria-hidden": "true" } }),
-    h("span", { className: "verdict-text", text: verdict.text }),
-  );
-}
-
-export function flagBadges(flags) {
-  if (!flags || !flags.length) return null;
-  return h(
-    "span",
-    { className: "flags" },
-    flags.map((flag) =>
-      h("span", { className: "flag", text: flag, title: FLAG_HELP[flag] || flag, dataset: { flag } }),
-    ),
-  );
-}
-
-/** An <img> for a logged image: lazy, sized by its logged shape, pixelated when small. */
-export function sampleImage(sample, { alt = "", lazy = true } = {}) {
-  const [height, width] = sample.image_shape || [];
-  const image = h("img", {
-    alt,
-    decoding: "async",
-    attrs: { loading: lazy ? "lazy" : "eager", width, height, draggable: "false" },
-  });
-  if (Math.max(height || 0, width || 0) <= SMALL_IMAGE) image.classList.add("pixelated");
-  if (sample.image) image.src = imageUrl(sample.image);
-  return image;
-}
-
-function captionRow(key, valueNode, extra) {
-  return h("div", { className: "cap-row" }, h("span", { className: "cap-key", text: key }), valueNode, extra);
-}
-
-/**
- * The picture with its mask: a `mask-overlay` canvas over it (classes, binary) or a
- * `value-map` canvas beside it (values); the picture alone without masks or when off.
- * Returns [nodes, kind drawn or null].
- */
-export function pictureWithMask(sample, batch, choice, image) {
-  const canvas = choice === "off" ? null : maskCanvas(sample, batch, choice);
-  if (!canvas) return [[image], null];
-  if (image.classList.contains("pixelated")) canvas.classList.add("pixelated");
-  return [[image, canvas], maskKind(batch)];
-}
+import { maskKind, maskRange, renderLegend } from "./masks.js";
+import { captionRow, flagBadges, pictureWithMask, sampleImage, verdictBadge, verdictClass, verdictOf } from "./widgets.js";
 
 /** Caption rows of a sample with masks: mean IoU and pixel accuracy, or a value range. */
 function maskRows(sample, batch, choice) {
   const kind = maskKind(batch);
   if (!kind) return [];
-  if (kind === "values") {
+  if (kind === MASK_VALUES) {
     const range = maskRange(sample, choice);
     return [
       captionRow(
@@ -118,7 +58,7 @@ export function renderTile(sample, batch, { onOpen, onHistory, merged, masks = "
   const tile = h(
     "article",
     {
-      className: "tile" + (verdict ? ` is-${verdict.kind}` : ""),
+      className: "tile" + verdictClass(sample),
       tabIndex: 0,
       dataset: { position: String(sample.position), index: String(sample.index) },
       attrs: { "aria-label": describe.join(", ") },
@@ -136,7 +76,7 @@ export function renderTile(sample, batch, { onOpen, onHistory, merged, masks = "
     },
     h(
       "div",
-      { className: "thumb" + (drawn === "values" ? " has-value-map" : "") },
+      { className: "thumb" + (drawn === MASK_VALUES ? " has-value-map" : "") },
       picture,
       verdictBadge(sample, "on-image"),
       h("span", {

@@ -2,7 +2,7 @@
 
 import { h } from "./dom.js";
 import { formatClass, formatNumber, formatPercent, plural } from "./format.js";
-import { sampleImage, verdictBadge } from "./gallery.js";
+import { closeButton, messageBox, sampleImage, verdictBadge, verdictClass } from "./widgets.js";
 
 /**
  * panel: {filename, appearances | null (loading), total, error, groupOf(appearance) -> name,
@@ -12,11 +12,11 @@ export function renderHistory({ filename, appearances, total, error, groupOf, cu
   let body;
   let subtitle = "";
   if (error) {
-    body = h("div", { className: "state-box small error" }, h("p", { text: `Could not load the history: ${error}` }));
+    body = messageBox(`Could not load the history: ${error}`, "error");
   } else if (!appearances) {
-    body = h("div", { className: "state-box small" }, h("p", { className: "loading-text", text: "Loading the history…" }));
+    body = messageBox("Loading the history…", "loading");
   } else if (!appearances.length) {
-    body = h("div", { className: "state-box small" }, h("p", { text: "This file appears in no kept step." }));
+    body = messageBox("This file appears in no kept step.");
   } else {
     const runs = new Set(appearances.map((item) => item.run));
     subtitle = `${plural(total, "appearance")} in ${runs.size === 1 ? "1 run" : `${runs.size} runs`}`;
@@ -33,7 +33,7 @@ export function renderHistory({ filename, appearances, total, error, groupOf, cu
             "button",
             {
               type: "button",
-              className: "strip-item" + (isCurrent ? " is-current" : "") + (item.correct === false ? " is-wrong" : item.correct === true ? " is-right" : ""),
+              className: "strip-item" + (isCurrent ? " is-current" : "") + verdictClass(item),
               dataset: { run: item.run, step: String(item.step), index: String(item.index), position: String(item.position) },
               title: `${item.run} · step ${item.step} · epoch ${item.epoch} · batch ${item.batch} · #${item.position}`,
               on: { click: () => onPick(item) },
@@ -66,7 +66,7 @@ export function renderHistory({ filename, appearances, total, error, groupOf, cu
       { className: "history-header" },
       h("h2", {}, "History of ", h("span", { className: "history-filename", text: filename })),
       h("span", { className: "history-count", text: subtitle }),
-      h("button", { className: "icon-button", type: "button", text: "✕", title: "Close (Escape)", attrs: { "aria-label": "Close history" }, on: { click: onClose } }),
+      closeButton("Close history", onClose),
     ),
     body,
   );

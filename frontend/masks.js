@@ -3,9 +3,9 @@
 // A mask is a PNG of one grey value a pixel, read back through a canvas (same origin).
 
 import { imageUrl } from "./api.js";
+import { MASK_BINARY, MASK_CLASSES, MASK_TYPES, MASK_VALUES } from "./contract.js";
 import { h } from "./dom.js";
 
-export const MASK_KINDS = ["classes", "binary", "values"];
 export const MASK_CHOICES = [
   { value: "prediction", text: "Prediction" },
   { value: "label", text: "Label" },
@@ -71,7 +71,7 @@ export function viridis(t) {
 
 /** The batch's mask kind ("classes", "binary", "values"), or null. */
 export function maskKind(batch) {
-  return batch && MASK_KINDS.includes(batch.masks) ? batch.masks : null;
+  return batch && MASK_TYPES.includes(batch.masks) ? batch.masks : null;
 }
 
 /** The image key of the mask `choice` ("label", "prediction") shows, or null. */
@@ -89,8 +89,8 @@ function colourTable(kind) {
     const table = new Uint8ClampedArray(256 * 4);
     for (let grey = 0; grey < 256; grey++) {
       let rgba = null;
-      if (kind === "values") rgba = [...viridis(grey / 255), 255];
-      else if (kind === "binary") rgba = grey === 1 ? [...classColour(1), 255] : null;
+      if (kind === MASK_VALUES) rgba = [...viridis(grey / 255), 255];
+      else if (kind === MASK_BINARY) rgba = grey === 1 ? [...classColour(1), 255] : null;
       else if (grey !== IGNORED) rgba = [...classColour(grey), 255];
       if (rgba) table.set(rgba, grey * 4);
     }
@@ -156,14 +156,14 @@ export function maskCanvas(sample, batch, choice) {
   if (!kind || !key) return null;
   const [height, width] = batch.mask_shape || sample.image_shape || [];
   const canvas = h("canvas", {
-    className: kind === "values" ? "value-map" : "mask-overlay",
+    className: kind === MASK_VALUES ? "value-map" : "mask-overlay",
     dataset: { mask: choice, kind, state: "loading" },
     attrs: {
       width: width || 1,
       height: height || 1,
-      role: kind === "values" ? "img" : null,
-      "aria-label": kind === "values" ? `${choice} map` : null,
-      "aria-hidden": kind === "values" ? null : "true",
+      role: kind === MASK_VALUES ? "img" : null,
+      "aria-label": kind === MASK_VALUES ? `${choice} map` : null,
+      "aria-hidden": kind === MASK_VALUES ? null : "true",
     },
   });
   loadMask(key).then(
@@ -189,8 +189,8 @@ export function maskRange(sample, choice) {
 export function legendClasses(batch, samples) {
   const kind = maskKind(batch);
   const names = batch.class_names || [];
-  if (kind === "binary") return [{ index: 1, name: names[1] ?? "foreground" }];
-  if (kind !== "classes") return [];
+  if (kind === MASK_BINARY) return [{ index: 1, name: names[1] ?? "foreground" }];
+  if (kind !== MASK_CLASSES) return [];
   const seen = new Set();
   for (const sample of samples) {
     for (const index of sample.mask_classes || []) if (Number.isInteger(index) && index !== IGNORED) seen.add(index);

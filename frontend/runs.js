@@ -1,9 +1,9 @@
 // Runs, modes and steps: grouping TensorBoard runs into experiments and aligning
 // steps across them. Pure functions.
 
-export const MODES = ["train", "validation"];
+import { BATCHES_TAG, MODES } from "./contract.js";
+
 export const ROOT_GROUP = ".";
-export const DEFAULT_TAG = "batch_images";
 
 /**
  * The experiment a run belongs to: its name without the trailing mode directory
@@ -18,12 +18,12 @@ export function groupName(run) {
     name = parts.length > 1 ? parts.slice(0, -1).join("/") : ROOT_GROUP;
   }
   // A series under another tag than the logger's own is its own experiment.
-  return run.tag && run.tag !== DEFAULT_TAG ? `${name} [${run.tag}]` : name;
+  return run.tag && run.tag !== BATCHES_TAG ? `${name} [${run.tag}]` : name;
 }
 
 /** A key for a (run, tag) series. */
 export function seriesKey(run, tag) {
-  return JSON.stringify([run, tag || DEFAULT_TAG]);
+  return JSON.stringify([run, tag || BATCHES_TAG]);
 }
 
 /** The mode of a run: as the plugin says, else from the directory name. */
@@ -42,7 +42,7 @@ export function groupRuns(runs) {
   for (const run of runs) {
     const mode = modeOf(run);
     let name = groupName(run);
-    if (groups.has(name) && groups.get(name).modes[mode]) name = `${run.run} [${run.tag || DEFAULT_TAG}]`;
+    if (groups.has(name) && groups.get(name).modes[mode]) name = `${run.run} [${run.tag || BATCHES_TAG}]`;
     if (!groups.has(name)) groups.set(name, { name, modes: {} });
     groups.get(name).modes[mode] = run;
   }

@@ -1,5 +1,7 @@
 // Sorting and filtering the samples of a batch. Pure functions.
 
+import { FLAGS, TASK_BINARY, TASK_CATEGORICAL, TASK_MULTILABEL, TASK_SPARSE_CATEGORICAL } from "./contract.js";
+
 export const SORTS = [
   { value: "position", text: "Position in batch" },
   { value: "loss_desc", text: "Loss, highest first" },
@@ -12,9 +14,7 @@ export const SORTS = [
   { value: "pixel_accuracy_desc", text: "Pixel accuracy, highest first" },
 ];
 
-export const FLAGS = ["nan", "inf", "constant", "clipped", "rescaled", "label_out_of_range"];
-
-const CLASS_TASKS = new Set(["sparse_categorical", "categorical", "binary", "multilabel"]);
+const CLASS_TASKS = new Set([TASK_SPARSE_CATEGORICAL, TASK_CATEGORICAL, TASK_BINARY, TASK_MULTILABEL]);
 
 /** The class keys ("3") of a label or prediction; [] for raw values. */
 export function classKeys(value, task) {
@@ -111,4 +111,15 @@ export function classOptions(batches) {
   return [...names.entries()]
     .sort((a, b) => Number(a[0]) - Number(b[0]))
     .map(([value, name]) => ({ value, text: name ? `${value} · ${name}` : value }));
+}
+
+/** The flag filter's choices: every flag, with how many samples of `batches` carry it. */
+export function flagOptions(batches) {
+  const counts = new Map();
+  for (const batch of batches) {
+    for (const sample of batch.samples || []) {
+      for (const flag of sample.flags || []) counts.set(flag, (counts.get(flag) || 0) + 1);
+    }
+  }
+  return FLAGS.map((flag) => ({ value: flag, text: counts.has(flag) ? `${flag} (${counts.get(flag)})` : flag }));
 }

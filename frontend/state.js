@@ -8,11 +8,11 @@
 // state, so the page also works when opened on its own. Both are written with
 // history.replaceState: no history entries, no hashchange for TensorBoard to handle.
 
+import { PLUGIN_NAME } from "./contract.js";
 import { DEFAULT_MASK_OPACITY, MASK_CHOICES } from "./masks.js";
 import { SORTS } from "./samples.js";
 
-export const PLUGIN = "batch_images";
-const PREFIX = `p.${PLUGIN}.`;
+const PREFIX = `p.${PLUGIN_NAME}.`;
 const TAB_KEY = "__tab__";
 
 export function defaultState() {
@@ -160,7 +160,7 @@ export function onUrlChange(listener) {
   target.addEventListener("hashchange", () => {
     if (host) {
       const tab = parseTensorBoardHash(host.location.hash)[TAB_KEY];
-      if (tab !== undefined && tab !== PLUGIN) return;
+      if (tab !== undefined && tab !== PLUGIN_NAME) return;
     }
     listener();
   });
@@ -177,7 +177,7 @@ export function writeState(state) {
   if (!host) return;
   const pieces = host.location.hash.replace(/^#/, "").split("&").filter(Boolean);
   const tab = pieces.find((piece) => !piece.includes("="));
-  if (tab !== undefined && decode(tab) !== PLUGIN) return; // another tab is showing
+  if (tab !== undefined && decode(tab) !== PLUGIN_NAME) return; // another tab is showing
   const kept = pieces.filter((piece) => {
     const key = decode(piece.split("=")[0]);
     return piece.includes("=") && !key.startsWith(PREFIX);
@@ -185,7 +185,7 @@ export function writeState(state) {
   const ours = params.map(
     ([key, value]) => encodeURIComponent(PREFIX + key) + "=" + encodeURIComponent(value),
   );
-  const hash = "#" + [PLUGIN, ...kept, ...ours].join("&");
+  const hash = "#" + [PLUGIN_NAME, ...kept, ...ours].join("&");
   if (host.location.hash === hash) return;
   const url = new URL(host.location.href);
   url.hash = hash;

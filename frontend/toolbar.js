@@ -1,15 +1,12 @@
 // The controls: runs, mode, step navigation, sort and filters. Built once; update()
 // syncs them with the state without stealing focus from what the user is typing in.
 
-import { h, replaceChildren, scrubber } from "./dom.js";
+import { FLAGS, MODES } from "./contract.js";
+import { h, replaceChildren } from "./dom.js";
 import { plural } from "./format.js";
 import { MASK_CHOICES } from "./masks.js";
-import { FLAGS, SORTS } from "./samples.js";
-import { MODES } from "./runs.js";
-
-function field(labelText, control, className = "") {
-  return h("label", { className: `field ${className}`.trim() }, h("span", { className: "field-label", text: labelText }), control);
-}
+import { SORTS } from "./samples.js";
+import { field, scrubber, toolbarGroup } from "./widgets.js";
 
 function setOptions(select, options, value, anyText) {
   const wanted = [{ value: "", text: anyText }, ...options];
@@ -143,8 +140,8 @@ export class Toolbar {
       h(
         "div",
         { className: "toolbar-row" },
-        h("div", { className: "toolbar-group runs-group" }, h("span", { className: "field-label", text: "Runs" }), this.runList),
-        h("div", { className: "toolbar-group" }, h("span", { className: "field-label", text: "Mode" }), h("div", { className: "segmented", attrs: { role: "group", "aria-label": "Mode" } }, this.modeButtons)),
+        toolbarGroup("Runs", "runs-group", this.runList),
+        toolbarGroup("Mode", "", h("div", { className: "segmented", attrs: { role: "group", "aria-label": "Mode" } }, this.modeButtons)),
       ),
       h(
         "div",

@@ -3,7 +3,7 @@
 The gallery (plain ES modules, no build step) needs some names of the on-disk format:
 the plugin's name, the tags, the modes, the flags, the mask types, the tasks. They are
 written here into one JavaScript module that the other modules import, so the gallery
-never copies a constant by hand. `tests/test_frontend_contract.py` renders it again and
+never copies a constant by hand. `tests/contract/test_frontend_contract.py` renders it again and
 compares it with the committed file. After a change of `names`, regenerate it with
 
     python -m tb_batch_images.contract.javascript

@@ -17,7 +17,7 @@ import pytest
 from tb_batch_images.contract import javascript, names
 from tb_batch_images.plugin import static
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FRONTEND = ROOT / "frontend"
 CONTRACT_JS = FRONTEND / javascript.FILENAME
 

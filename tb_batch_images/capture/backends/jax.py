@@ -21,6 +21,7 @@ import numpy as np
 from tb_batch_images.capture import keras_internals
 from tb_batch_images.capture.backends.base import (
     STASHED_IMAGE,
+    STASHED_LOSS,
     STASHED_Y_PRED,
     Unsupported,
 )
@@ -73,17 +74,17 @@ class JaxAdapter(LogsAdapter):
 
         keras_internals.set_jax_make_function(model, per_step_make_function)
         self._modes_running: tuple[str, ...] = ()
-        if self.image_source is not None:
-            self._image_through_aux()
+        self._stash_through_aux()
 
-    def _image_through_aux(self) -> None:
-        """Brings the source layer's output out of `jax.value_and_grad`.
+    def _stash_through_aux(self) -> None:
+        """Brings the source layer's output and the step's loss out of
+        `jax.value_and_grad`.
 
         The forward pass runs inside the differentiated `compute_loss_and_updates`;
         a tensor stashed there is a tracer of that inner trace and cannot be used
-        after it. Its official exit is the aux output: the stashed output travels in
-        y_pred (a dict that `compute_metrics`, wrapped in `Adapter.install`, unpacks
-        before Keras's own `compute_metrics` sees y_pred).
+        after it. Its official exit is the aux output: the stashed output and loss
+        travel in y_pred (a dict that `compute_metrics`, wrapped in `Adapter.install`,
+        unpacks before Keras's own `compute_metrics` sees y_pred).
         """
         model, stash = self.model, self._stash
         self._installed["compute_loss_and_updates"] = model.__dict__.get(
@@ -93,12 +94,18 @@ class JaxAdapter(LogsAdapter):
 
         def compute_loss_and_updates(*args, **kwargs):
             stash.pop("image", None)
+            stash.pop("loss", None)
             loss, aux = original(*args, **kwargs)
             image = stash.pop("image", None)
-            if image is None:
+            step_loss = stash.pop("loss", None)
+            if image is None and (step_loss is None or self.flight is None):
                 return loss, aux
             unscaled_loss, y_pred, *rest = aux
-            y_pred = {STASHED_Y_PRED: y_pred, STASHED_IMAGE: image}
+            y_pred = {STASHED_Y_PRED: y_pred}
+            if image is not None:
+                y_pred[STASHED_IMAGE] = image
+            if step_loss is not None and self.flight is not None:
+                y_pred[STASHED_LOSS] = step_loss
             return loss, (unscaled_loss, y_pred, *rest)
 
         model.compute_loss_and_updates = compute_loss_and_updates

@@ -5,7 +5,13 @@ private key; the adapter pops them per step, before Keras or any callback sees t
 logs, and converts them to numpy only on the steps it logs. The host counts the steps
 itself (one call of the per-step function is one step). Inside a compiled step the
 selection runs on every step (a few gathers on `samples_per_batch` samples); an eager
-step computes it only when the host wants that step.
+step computes it only when the host wants that step, or when its trigger fired.
+
+With the flight recorder on (`capture.flight`), every training step also returns its
+five step scalars (trigger, batch loss, ...) and its sample ids under another key.
+After each execution the host reads the scalars (20 bytes a step, read where Keras
+reads the step's logs for the callbacks), keeps the arrays of a triggered step as of
+a scheduled one, and converts the ids in blocks (`ID_BLOCK` steps) for the composition.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import keras
 import numpy as np
 
 from tb_batch_images import contract
-from tb_batch_images.capture import metadata_keys, specs
+from tb_batch_images.capture import flight, metadata_keys, specs
 from tb_batch_images.capture.backends.base import Adapter, CaptureHost
 from tb_batch_images.capture.backends.symbolic_build import STRINGS_OFF_TENSORFLOW
 from tb_batch_images.capture.batch import STEP_ARRAYS
@@ -26,6 +32,7 @@ LOGS_KEYS = {
     "train": "_tb_batch_images_train",
     "validation": "_tb_batch_images_validation",
 }
+ID_BLOCK = 256  # steps whose sample ids are converted to numpy together
 
 
 class LogsAdapter(Adapter):
@@ -37,12 +44,18 @@ class LogsAdapter(Adapter):
         self._counter = {"train": 0, "validation": 0}
         self._want_now: dict[str, bool] = {}
         self._pending: list[dict[str, Any]] = []
+        # (mode, step, arrays, flight tensors, wanted) of the running execution
+        self._steps: list[tuple[str, int, Any, Any, bool]] = []
+        # composition not yet handed to the host: steps, scalars, ids (on the device)
+        self._rows: tuple[list[int], list[np.ndarray], list[Any]] = ([], [], [])
 
     def begin_fit(self, start_step: int) -> None:
         self.find_heads()
         self._selectors = {}
         self._counter = {"train": start_step, "validation": 0}
         self._pending = []
+        self._steps = []
+        self._rows = ([], [], [])
 
     def begin_validation(self) -> None:
         self._counter["validation"] = 0
@@ -63,16 +76,31 @@ class LogsAdapter(Adapter):
             return False
         return self.is_compiling(x) or self._want_now.get(mode, False)
 
-    def _capture(self, mode, x, metadata, y, y_pred, result):
+    def triggered_now(self, mode: str, x: Any, recorded: Any) -> bool:
+        if recorded is None or self.is_compiling(x) or not self.host.capturing(mode):
+            return False
+        return bool(keras.ops.convert_to_numpy(recorded["trigger"]) > 0)
+
+    def _capture(self, mode, x, metadata, y, y_pred, result, recorded=None):
         selector = self._selectors.get(mode)
         if selector is None:
             selector = self._selectors[mode] = self._new_selector(x, metadata)
         image = metadata_keys.select_image(x, selector.layout, metadata)
-        arrays = self.place(selector.select(image, metadata, y, y_pred))
+        arrays = self.place(selector.select(image, metadata, y, y_pred, recorded))
         logs = self.logs_of(result)
         if not isinstance(logs, dict):
             return result
         return self.with_logs(result, {**logs, LOGS_KEYS[mode]: arrays})
+
+    def _record_flight(self, mode, metadata, recorded, result):
+        logs = self.logs_of(result)
+        if not isinstance(logs, dict):
+            return result
+        out = {"scalars": recorded["scalars"]}
+        ids = metadata.get(contract.SAMPLE_ID_KEY)
+        if ids is not None:
+            out["ids"] = keras.ops.cast(keras.ops.reshape(ids, (-1,)), "int32")
+        return self.with_logs(result, {**logs, flight.LOGS_KEY: self.place(out)})
 
     def _new_selector(self, x: Any, metadata: dict) -> SampleSelector:
         if isinstance(x, dict) and contract.FILENAME_KEY in x:
@@ -116,16 +144,58 @@ class LogsAdapter(Adapter):
         self._want_now[mode] = self._wanted_now(mode)
 
     def after_step(self, mode: str, logs: Any) -> None:
-        """Pops this step's arrays from its logs; keeps them if the step is logged."""
-        arrays = logs.pop(LOGS_KEYS[mode], None) if isinstance(logs, dict) else None
+        """Pops this step's arrays from its logs (kept on the device until the
+        execution ends)."""
+        is_dict = isinstance(logs, dict)
+        arrays = logs.pop(LOGS_KEYS[mode], None) if is_dict else None
+        recorded = logs.pop(flight.LOGS_KEY, None) if is_dict else None
         step = self._counter[mode]
         self._counter[mode] = step + 1
-        if arrays is None or not self._want_now.get(mode) or not self.is_writer():
+        self._steps.append(
+            (mode, step, arrays, recorded, bool(self._want_now.get(mode)))
+        )
+
+    def _end_steps(self) -> None:
+        """After an execution: keeps the arrays of the steps logged (scheduled or
+        triggered); the composition of every training step."""
+        steps, self._steps = self._steps, []
+        triggered = False
+        for mode, step, arrays, recorded, wanted in steps:
+            scalars = None
+            if recorded is not None:
+                scalars = np.asarray(self.to_numpy(recorded["scalars"]), np.float32)
+                triggered = triggered or scalars[0] > 0
+                rows = self._rows
+                rows[0].append(step)
+                rows[1].append(scalars)
+                rows[2].append(recorded.get("ids"))
+            keep = wanted or (scalars is not None and scalars[0] > 0)
+            if arrays is None or not keep or not self.is_writer():
+                continue
+            try:
+                item = self._item(step, arrays)
+            except Exception as error:  # never let logging stop training
+                self.host.warn("collect", f"could not read the captured batch ({error})")
+                continue
+            if scalars is not None:
+                item["flight"] = scalars
+            self._pending.append(item)
+        if triggered or len(self._rows[0]) >= ID_BLOCK:
+            self.flight_flush()
+
+    def flight_flush(self) -> None:
+        steps, scalars, ids = self._rows
+        if not steps:
             return
-        try:
-            self._pending.append(self._item(step, arrays))
-        except Exception as error:  # never let logging stop training
-            self.host.warn("collect", f"could not read the captured batch ({error})")
+        self._rows = ([], [], [])
+        host_ids = None
+        if all(i is not None for i in ids):
+            sizes = [int(i.shape[0]) for i in ids]
+            joined = self.to_numpy(keras.ops.concatenate(ids, axis=0))
+            host_ids = np.split(np.asarray(joined, np.int32), np.cumsum(sizes)[:-1])
+        self.host.composed(
+            {"steps": np.asarray(steps), "scalars": np.stack(scalars), "ids": host_ids}
+        )
 
     def _item(self, step: int, arrays: dict) -> dict[str, Any]:
         host = {name: self.to_numpy(value) for name, value in arrays.items()}
@@ -145,5 +215,6 @@ class LogsAdapter(Adapter):
         return {}
 
     def after_execution(self, mode, token, result) -> list[dict[str, Any]]:
+        self._end_steps()
         items, self._pending = self._pending, []
         return items

@@ -221,6 +221,8 @@ class OwnLossModel(keras.Model):
         self.out = keras.layers.Dense(CLASSES)
 
     def call(self, x):
+        if isinstance(x, dict):  # {"image"} once the logger took "sample_id" out
+            x = x["image"]
         return self.out(self.hidden(self.flat(x)))
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, **kwargs):

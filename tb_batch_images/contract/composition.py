@@ -9,7 +9,9 @@ under `COMPOSITION_TAG` (series kind `SERIES_COMPOSITION`), at the block's first
   batch loss, NaN where unknown or not finite, uint8 trigger code: an index into
   `TRIGGER_CODES`);
 - element 2: the sample ids, a little-endian int32 matrix `[steps, width]`, -1 where
-  a batch had fewer samples than `width` (empty when the batches carried no ids).
+  a batch had fewer samples than `width` (empty when the batches carried no ids);
+- element 3: the logger's `filenames=` (a JSON list, indexed by sample id) in the
+  first block of each fit (`has_filenames`), else empty.
 
 The writer encodes (`encode_composition`), every reader decodes
 (`decode_composition`).
@@ -18,6 +20,7 @@ The writer encodes (`encode_composition`), every reader decodes
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Any
 
 import numpy as np
@@ -44,6 +47,7 @@ class CompositionBlock:
     losses: np.ndarray
     triggers: np.ndarray
     ids: np.ndarray | None
+    filenames: list[str] | None = None
 
     def trigger_name(self, index: int) -> str | None:
         code = int(self.triggers[index])
@@ -59,7 +63,11 @@ class CompositionBlock:
 
 
 def encode_composition(
-    steps: np.ndarray, losses: np.ndarray, triggers: np.ndarray, ids: np.ndarray | None
+    steps: np.ndarray,
+    losses: np.ndarray,
+    triggers: np.ndarray,
+    ids: np.ndarray | None,
+    filenames: list[str] | None = None,
 ) -> list[bytes]:
     """The elements of one composition value (`ids`: `[n, width]`, -1 padded)."""
     n = len(steps)
@@ -76,11 +84,15 @@ def encode_composition(
         "steps": n,
         "width": width,
         "has_ids": ids is not None,
+        "has_filenames": filenames is not None,
         "byte_order": "little",
         "trigger_codes": list(TRIGGER_CODES),
     }
     matrix = b"" if ids is None else np.asarray(ids, "<i4").tobytes()
-    return [encode_record(header), rows.tobytes(), matrix]
+    names = b""
+    if filenames is not None:
+        names = json.dumps([str(name) for name in filenames]).encode("utf-8")
+    return [encode_record(header), rows.tobytes(), matrix, names]
 
 
 def decode_header(element: bytes) -> dict[str, Any]:
@@ -133,9 +145,14 @@ def decode_composition(elements: list[bytes]) -> CompositionBlock:
     header = decode_header(elements[0])
     rows = decode_rows(header, elements[1])
     ids = decode_ids(header, elements[2]) if len(elements) > 2 else None
+    filenames = None
+    if header.get("has_filenames") and len(elements) > 3 and elements[3]:
+        names = json.loads(elements[3])
+        filenames = [str(name) for name in names] if isinstance(names, list) else None
     return CompositionBlock(
         steps=rows["step"].astype(np.int64),
         losses=rows["loss"].astype(np.float32),
         triggers=rows["trigger"].astype(np.uint8),
         ids=ids,
+        filenames=filenames,
     )

@@ -23,14 +23,22 @@ EPOCH_END_WRITE_SECONDS = 30.0  # an epoch end writes a partial block this long 
 class CompositionLog:
     """Rows not yet written: steps, batch losses, trigger codes, sample ids."""
 
-    def __init__(self, block_steps: int = BLOCK_STEPS):
+    def __init__(
+        self, block_steps: int = BLOCK_STEPS, filenames: list[str] | None = None
+    ):
         self.block_steps = block_steps
+        self.filenames = filenames
+        self._send_filenames = filenames is not None
         self._steps: list[int] = []
         self._losses: list[float] = []
         self._triggers: list[int] = []
         self._ids: list[np.ndarray | None] = []
         self._last_write = time.monotonic()
         self.written_steps = 0
+
+    def begin_fit(self) -> None:
+        """The next block carries the filenames again (one per fit)."""
+        self._send_filenames = self.filenames is not None
 
     def add(self, rows: dict[str, Any]) -> None:
         steps = np.asarray(rows["steps"], np.int64)
@@ -79,4 +87,8 @@ class CompositionLog:
                 if row is not None:
                     ids[i, : len(row)] = row
         self.written_steps += n
-        return int(steps[0]), contract.encode_composition(steps, losses, triggers, ids)
+        filenames = self.filenames if self._send_filenames else None
+        self._send_filenames = False
+        return int(steps[0]), contract.encode_composition(
+            steps, losses, triggers, ids, filenames
+        )

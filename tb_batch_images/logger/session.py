@@ -55,7 +55,11 @@ class CaptureSession:
         self._pending_validation: list[CapturedBatch] = []
         self._task, self._from_logits = "raw", False
         self.flight: flight.FlightRecorder | None = None
-        self.composition = CompositionLog() if options.log_composition else None
+        self.composition = (
+            CompositionLog(filenames=options.filenames)
+            if options.log_composition
+            else None
+        )
 
     # -- the model ------------------------------------------------------------------
     def install(self, model: keras.Model) -> None:
@@ -125,6 +129,8 @@ class CaptureSession:
         self._fit_history = getattr(model, "history", None)
         self.global_step = _optimizer_step(model)
         self.schedule.epoch_base = self.global_step
+        if self.composition is not None:
+            self.composition.begin_fit()
         self._disabled = {}
         adapter = self.adapter
         loss = getattr(model, "loss", None)

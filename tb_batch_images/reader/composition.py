@@ -18,14 +18,16 @@ from tb_batch_images.reader.events import plugin_values
 @dataclasses.dataclass
 class Composition:
     """One run's steps, in step order: `steps`, `losses` (NaN: not finite or
-    unknown), `triggers` (None, `"non_finite"` or `"spike"` per step), and
-    `sample_ids(step)`: the ids of that step's batch."""
+    unknown), `triggers` (None, `"non_finite"` or `"spike"` per step),
+    `sample_ids(step)`: the ids of that step's batch, and `filenames(step)` where
+    the logger had `filenames=`."""
 
     run: str
     steps: np.ndarray
     losses: np.ndarray
     trigger_codes: np.ndarray
     _ids: dict[int, list[int]]
+    names: list[str] | None = None
 
     @property
     def triggers(self) -> list[str | None]:
@@ -49,10 +51,14 @@ class Composition:
     def sample_ids(self, step: int) -> list[int]:
         return list(self._ids.get(int(step), []))
 
+    def filenames(self, step: int) -> list[str | None]:
+        names = self.names or []
+        return [names[i] if 0 <= i < len(names) else None for i in self.sample_ids(step)]
+
 
 def read_composition(logdir: str, run: str = "train") -> Composition:
     """The composition of one run (default `"train"`, relative to `logdir`)."""
-    steps, losses, codes, ids = [], [], [], {}
+    steps, losses, codes, ids, names = [], [], [], {}, None
     for _, event in plugin_values(logdir, run, contract.SERIES_COMPOSITION):
         elements = [
             bytes(e) for e in tensor_util.make_ndarray(event.tensor_proto).reshape(-1)
@@ -61,6 +67,7 @@ def read_composition(logdir: str, run: str = "train") -> Composition:
         steps.append(block.steps)
         losses.append(block.losses)
         codes.append(block.triggers)
+        names = block.filenames if block.filenames is not None else names
         for index, step in enumerate(block.steps):
             ids[int(step)] = block.sample_ids(index)
     if not steps:
@@ -73,4 +80,5 @@ def read_composition(logdir: str, run: str = "train") -> Composition:
         losses=np.concatenate(losses)[order],
         trigger_codes=np.concatenate(codes)[order].astype(np.int64),
         _ids=ids,
+        names=names,
     )

@@ -80,9 +80,7 @@ class TriggerSettings:
 class FlightRecorder(keras.metrics.Metric):
     """The running loss statistics and the last triggers (a few scalars)."""
 
-    def __init__(
-        self, settings: TriggerSettings, name: str = "tb_batch_images_flight"
-    ):
+    def __init__(self, settings: TriggerSettings, name: str = "tb_batch_images_flight"):
         super().__init__(name=name)
         self.settings = settings
 

@@ -13,12 +13,12 @@ the TensorBoard plugin and `read_batches` depend on this package alone.
 """
 
 from tb_batch_images.contract import limits, names
-from tb_batch_images.contract.names import *  # noqa: F403
 from tb_batch_images.contract.composition import (
     CompositionBlock,
     decode_composition,
     encode_composition,
 )
+from tb_batch_images.contract.names import *  # noqa: F403
 from tb_batch_images.contract.records import (
     decode_record,
     encode_record,

@@ -88,7 +88,11 @@ class CompositionData:
         metadatum = listing.get(run, {}).get(contract.COMPOSITION_TAG)
         if metadatum is None:
             raise errors.NotFoundError(f"run {run!r} has no composition")
-        fingerprint = (metadatum.max_step, metadatum.max_wall_time, metadatum.max_length)
+        fingerprint = (
+            metadatum.max_step,
+            metadatum.max_wall_time,
+            metadatum.max_length,
+        )
         with self._lock:
             cached = self._curves.get(run)
         if cached is not None and cached[0] == fingerprint:
@@ -122,7 +126,9 @@ class CompositionData:
             return cached
         keys = tuple(blob.blob_key for blob in datum.values)
         try:
-            header = blocks.decode_header(self.provider.read_blob(ctx, blob_key=keys[0]))
+            header = blocks.decode_header(
+                self.provider.read_blob(ctx, blob_key=keys[0])
+            )
             rows = blocks.decode_rows(
                 header, self.provider.read_blob(ctx, blob_key=keys[1])
             )
@@ -196,7 +202,9 @@ class CompositionData:
 def _joined(found: tuple[_Block, ...]) -> RunCurve:
     if not found:
         empty = np.zeros(0, np.int64)
-        return RunCurve(empty, np.zeros(0, np.float32), np.zeros(0, np.uint8), empty, ())
+        return RunCurve(
+            empty, np.zeros(0, np.float32), np.zeros(0, np.uint8), empty, ()
+        )
     steps = np.concatenate([b.rows["step"] for b in found]).astype(np.int64)
     losses = np.concatenate([b.rows["loss"] for b in found]).astype(np.float32)
     triggers = np.concatenate([b.rows["trigger"] for b in found]).astype(np.uint8)

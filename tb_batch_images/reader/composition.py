@@ -53,7 +53,9 @@ class Composition:
 
     def filenames(self, step: int) -> list[str | None]:
         names = self.names or []
-        return [names[i] if 0 <= i < len(names) else None for i in self.sample_ids(step)]
+        return [
+            names[i] if 0 <= i < len(names) else None for i in self.sample_ids(step)
+        ]
 
 
 def read_composition(logdir: str, run: str = "train") -> Composition:

@@ -58,6 +58,7 @@ def test_loss_curve_and_composition_routes(curve_logdir, plugin_server, load_fas
     server = plugin_server(curve_logdir, load_fast)
     expected = read_composition(str(curve_logdir), "run_a/train")
     assert expected.anomalies() == [(SPIKE, "spike")]
+
     def loaded():
         response = server.get("/loss_curve", run="run_a/train")
         if response.status_code != 200:

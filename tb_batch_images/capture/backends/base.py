@@ -203,10 +203,16 @@ class Adapter:
         """[batch] per-sample loss of the logged head, or None (inside the step)."""
         found = self.heads
         if found is None:
-            label, output = metadata_keys.first_leaf(y), metadata_keys.first_leaf(y_pred)
+            label, output = (
+                metadata_keys.first_leaf(y),
+                metadata_keys.first_leaf(y_pred),
+            )
             loss_fn = losses.per_sample_loss_fn(getattr(self.model, "loss", None))
         else:
-            label, output = found.pick(y, found.chosen), found.pick(y_pred, found.chosen)
+            label, output = (
+                found.pick(y, found.chosen),
+                found.pick(y_pred, found.chosen),
+            )
             loss_fn = found.loss_fns[found.chosen]
         if label is None or output is None:
             return None

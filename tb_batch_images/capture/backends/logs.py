@@ -160,7 +160,7 @@ class LogsAdapter(Adapter):
         triggered); the composition of every training step."""
         steps, self._steps = self._steps, []
         triggered = False
-        for mode, step, arrays, recorded, wanted in steps:
+        for _mode, step, arrays, recorded, wanted in steps:
             scalars = None
             if recorded is not None:
                 scalars = np.asarray(self.to_numpy(recorded["scalars"]), np.float32)
@@ -175,7 +175,9 @@ class LogsAdapter(Adapter):
             try:
                 item = self._item(step, arrays)
             except Exception as error:  # never let logging stop training
-                self.host.warn("collect", f"could not read the captured batch ({error})")
+                self.host.warn(
+                    "collect", f"could not read the captured batch ({error})"
+                )
                 continue
             if scalars is not None:
                 item["flight"] = scalars

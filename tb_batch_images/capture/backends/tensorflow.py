@@ -96,7 +96,9 @@ class TensorFlowAdapter(Adapter):
     def after_execution(
         self, mode: str, wanted: Any, result: Any
     ) -> list[dict[str, Any]]:
-        counters = result.pop(flight.LOGS_KEY, None) if isinstance(result, dict) else None
+        counters = (
+            result.pop(flight.LOGS_KEY, None) if isinstance(result, dict) else None
+        )
         triggered = False
         if counters is not None and self.ring is not None:
             flag = np.asarray(counters, np.int64)

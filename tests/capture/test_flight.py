@@ -241,3 +241,65 @@ def test_a_custom_compute_loss_still_gets_the_spike_trigger(tmp_path):
     assert sorted(logged) == [0, 100, SPIKE_STEP]
     assert logged[SPIKE_STEP].trigger == fmt.TRIGGER_SPIKE
     assert logged[SPIKE_STEP].record["batch_loss"] > 1.0
+
+
+def test_keras_io_style_a_diverging_run_logs_the_batch_its_loss_went_nan(tmp_path):
+    """As keras.io's image classification example: files on disk,
+    `image_dataset_from_directory`, augmentation and rescaling in the model, a
+    learning rate far too high, `TerminateOnNaN`, then `model.evaluate(val_ds)`."""
+    from PIL import Image
+
+    from tb_batch_images import image_dataset_from_directory
+
+    rng = np.random.default_rng(0)
+    for label, name in enumerate(("cats", "dogs")):
+        (tmp_path / "images" / name).mkdir(parents=True)
+        for i in range(48):
+            pixels = rng.integers(0, 120, (24, 24, 3), dtype=np.uint8)
+            pixels[..., label] += 120
+            Image.fromarray(pixels).save(tmp_path / "images" / name / f"{i:03d}.png")
+    train_ds, val_ds = image_dataset_from_directory(
+        str(tmp_path / "images"),
+        validation_split=0.25,
+        subset="both",
+        seed=1337,
+        image_size=(24, 24),
+        batch_size=8,
+    )
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((24, 24, 3))
+    x = keras.layers.RandomFlip("horizontal")(inputs)
+    x = keras.layers.Rescaling(1.0 / 255)(x)
+    x = keras.layers.Conv2D(8, 3)(x)
+    x = keras.layers.Flatten()(x)
+    outputs = keras.layers.Dense(2)(x)
+    model = keras.Model(inputs, outputs)
+    model.compile(
+        optimizer=keras.optimizers.SGD(learning_rate=1e8),  # diverges
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    log_dir = tmp_path / "logs"
+    model.fit(
+        train_ds,
+        epochs=8,
+        validation_data=val_ds,
+        callbacks=[
+            BatchImageLogger(str(log_dir), filenames=train_ds.file_paths),
+            keras.callbacks.TerminateOnNaN(),
+        ],
+        verbose=0,
+    )
+    composition = read_composition(str(log_dir))
+    nan_steps = [
+        int(s) for s, v in zip(composition.steps, composition.losses) if np.isnan(v)
+    ]
+    assert nan_steps, "the run did not diverge"
+    first = nan_steps[0]
+    logged = {b.step: b for b in read_batches(str(log_dir)) if b.mode == "train"}
+    assert logged[first].trigger == fmt.TRIGGER_NON_FINITE
+    assert logged[first].record["batch_loss_finite"] is False
+    files = {s.filename for s in logged[first].samples}
+    assert files == set(composition.filenames(first))
+    assert all(name.endswith(".png") for name in files)
+    model.evaluate(val_ds.without_ids(), verbose=0)  # the model works after fit

@@ -100,15 +100,19 @@ def paint_once(browser, base: str) -> dict:
     start = time.perf_counter()
     page.on(
         "request",
-        lambda r: asked.append(time.perf_counter() - start)
-        if "/loss_curve" in r.url
-        else None,
+        lambda r: (
+            asked.append(time.perf_counter() - start)
+            if "/loss_curve" in r.url
+            else None
+        ),
     )
     page.goto(base + "/#batch_images")
     frame = page.wait_for_selector(
         "iframe[src*='plugin_entry.html?name=batch_images']", timeout=600_000
     ).content_frame()
-    frame.wait_for_selector(".loss-canvas[data-drawn]", state="attached", timeout=600_000)
+    frame.wait_for_selector(
+        ".loss-canvas[data-drawn]", state="attached", timeout=600_000
+    )
     painted = time.perf_counter() - start
     drawn = int(frame.get_attribute(".loss-canvas", "data-drawn"))
     page.close()

@@ -190,7 +190,15 @@ class FlightRecorder(keras.metrics.Metric):
                 self.last_non_finite,
                 ops.where(nf_trigger, step, self.last_non_finite.value),
             ),
-            (self.non_finite_gap, ops.where(nf_trigger, nf_gap * 2, nf_gap)),
+            # The first trigger keeps the wait at `cooldown`; each later one doubles it.
+            (
+                self.non_finite_gap,
+                ops.where(
+                    ops.logical_and(nf_trigger, self.last_non_finite.value != _NEVER),
+                    nf_gap * 2,
+                    nf_gap,
+                ),
+            ),
         ]
         # Assigned only now: on PyTorch a variable's value is updated in place.
         for variable, new in updates:

@@ -137,7 +137,8 @@ def test_the_curve_opens_the_spike_and_shows_an_unlogged_steps_files(
         _click_step(view, UNLOGGED)
         files = view.frame.wait_for_selector(f".step-files[data-step='{UNLOGGED}']")
         names = view.frame.eval_on_selector_all(
-            ".step-files .file-list li .file-name", "items => items.map(i => i.textContent)"
+            ".step-files .file-list li .file-name",
+            "items => items.map(i => i.textContent)",
         )
         assert names == composition.filenames(UNLOGGED)
         assert len(names) == BATCH

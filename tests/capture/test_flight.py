@@ -303,3 +303,16 @@ def test_keras_io_style_a_diverging_run_logs_the_batch_its_loss_went_nan(tmp_pat
     assert files == set(composition.filenames(first))
     assert all(name.endswith(".png") for name in files)
     model.evaluate(val_ds.without_ids(), verbose=0)  # the model works after fit
+
+
+def test_later_non_finite_steps_are_rate_limited(tmp_path):
+    """Without TerminateOnNaN, a NaN at step 30 makes the weights NaN: every later
+    step is non-finite. The first triggers; then waits of 10, 20, 40 steps."""
+    x, y = _data(nan_at=30, steps=120)
+    logged = _fit(tmp_path, x, y, every_n_steps=0, trigger_cooldown=10)
+    expected = [30, 40, 60, 100]
+    assert sorted(logged) == expected
+    assert {b.trigger for b in logged.values()} == {fmt.TRIGGER_NON_FINITE}
+    composition = read_composition(str(tmp_path))
+    assert composition.anomalies() == [(s, fmt.TRIGGER_NON_FINITE) for s in expected]
+    assert np.all(np.isnan(composition.losses[30:]))

@@ -85,7 +85,7 @@ def build_elements(
             _add_masks(sample, batch, i, selector, from_logits, mask_images)
         samples.append(sample)
     record = _header(batch, sequence, dropped, layout, options, pictures)
-    if options.selection != "watchlist":
+    if batch.mode == "train" and options.selection != "watchlist":
         record.update(_trigger_fields(batch, samples, options))
     record.update(task=_record_task(task, output_shape), samples=samples)
     record["num_classes"] = _num_classes(task, output_shape)

@@ -314,3 +314,21 @@ def test_later_non_finite_steps_are_rate_limited(tmp_path):
     composition = read_composition(str(tmp_path))
     assert composition.anomalies() == [(s, fmt.TRIGGER_NON_FINITE) for s in expected]
     assert np.all(np.isnan(composition.losses[30:]))
+
+
+def test_batches_without_sample_ids_still_give_the_loss_curve(tmp_path):
+    x, y = _data(steps=40)
+    model = _model({})
+    logger = BatchImageLogger(str(tmp_path), every_n_steps=20)
+    model.fit(
+        x["image"], y, batch_size=BATCH, shuffle=False, verbose=0, callbacks=[logger]
+    )
+    composition = read_composition(str(tmp_path))
+    assert list(composition.steps) == list(range(40))
+    assert np.all(np.isfinite(composition.losses))
+    assert composition.sample_ids(7) == []
+    logged = {b.step: b for b in read_batches(str(tmp_path))}
+    assert sorted(logged) == [0, 20]
+    assert logged[0].record["batch_loss"] == pytest.approx(
+        composition.loss(0), rel=1e-5
+    )

@@ -332,3 +332,21 @@ def test_batches_without_sample_ids_still_give_the_loss_curve(tmp_path):
     assert logged[0].record["batch_loss"] == pytest.approx(
         composition.loss(0), rel=1e-5
     )
+
+
+@pytest.mark.parametrize(
+    "options, named",
+    [
+        ({"spike_threshold": 0}, "spike_threshold"),
+        ({"spike_threshold": float("nan")}, "spike_threshold"),
+        ({"spike_warmup": -1}, "spike_warmup"),
+        ({"trigger_cooldown": 0}, "trigger_cooldown"),
+        ({"log_spikes": "yes"}, "log_spikes"),
+        ({"log_non_finite": 1}, "log_non_finite"),
+        ({"log_composition": None}, "log_composition"),
+    ],
+    ids=str,
+)
+def test_bad_trigger_options_name_the_argument(tmp_path, options, named):
+    with pytest.raises(ValueError, match=named):
+        BatchImageLogger(str(tmp_path), **options)

@@ -60,7 +60,10 @@ export class LossCurve {
       this.run = null;
       return;
     }
-    if (run === this.run && this.curve && !reload) return;
+    if (run === this.run && this.curve && !reload) {
+      this.element.hidden = this.curve.total_steps === 0; // back from another view
+      return;
+    }
     if (run !== this.run) {
       this.range = null;
       this.files.hidden = true;

@@ -173,7 +173,8 @@ class Adapter:
         """The flight recorder's step (inside the training step): its tensors."""
         ops = keras.ops
         try:
-            y_pred = ops.stop_gradient(y_pred) if y_pred is not None else None
+            if y_pred is not None:  # a tensor, or a dict / list of heads
+                y_pred = keras.tree.map_structure(ops.stop_gradient, y_pred)
             sample_losses = self.full_batch_losses(y, y_pred)
             batch_loss = flight.loss_of_step(loss)
             bad = flight.bad_inputs(x)

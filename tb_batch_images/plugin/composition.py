@@ -87,7 +87,14 @@ class CompositionData:
         )
         metadatum = listing.get(run, {}).get(contract.COMPOSITION_TAG)
         if metadatum is None:
-            raise errors.NotFoundError(f"run {run!r} has no composition")
+            # A run of this plugin without composition (validation, an older logger,
+            # log_composition=False): an empty curve; a run it does not know: 404.
+            every = self.provider.list_blob_sequences(
+                ctx, experiment_id=experiment, plugin_name=contract.PLUGIN_NAME
+            )
+            if run not in every:
+                raise errors.NotFoundError(f"unknown run {run!r}")
+            return _joined(())
         fingerprint = (
             metadatum.max_step,
             metadatum.max_wall_time,

@@ -41,6 +41,10 @@ def curve_logdir(tmp_path_factory):
         batch_size=BATCH,
         shuffle=False,
         verbose=0,
+        validation_data=(
+            {"image": images[:16], "sample_id": np.arange(16)},
+            labels[:16],
+        ),
         callbacks=[
             BatchImageLogger(
                 str(logdir / "run_a"),
@@ -105,5 +109,9 @@ def test_bad_parameters_are_4xx(curve_logdir, plugin_server):
         ("/loss_curve", {"run": "run_a/train", "start": "1.5"}, 400),
         ("/composition", {"run": "run_a/train"}, 400),
         ("/composition", {"run": "run_a/train", "step": "100000"}, 404),
+        ("/composition", {"run": "nope", "step": "1"}, 404),
     ]:
         assert server.get(path, **params).status_code == code, (path, params)
+    # A run of the plugin without composition (no training steps recorded): empty.
+    empty = server.json("/loss_curve", run="run_a/validation")
+    assert empty["total_steps"] == 0 and empty["buckets"]["first"] == []

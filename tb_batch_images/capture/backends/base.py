@@ -102,6 +102,7 @@ class Adapter:
         """Wraps train_step/test_step so the next make_*_function picks them up."""
         model = self.model
         self.check_supported()
+        metadata_keys.keep_stripping(model)
         self.image_source = image_source.find_image_source(
             model, self.options.image_layer
         )
@@ -210,7 +211,8 @@ class Adapter:
         """Raises Unsupported for setups this backend cannot capture from."""
 
     def uninstall(self) -> None:
-        """Restores the model's own train_step/test_step/compute_metrics.
+        """Restores the model's own train_step/test_step/compute_metrics, wrapped to
+        take the metadata keys out of `x` (`metadata_keys.keep_stripping`).
 
         The functions built from our steps stay on the model: rebuilding them here
         would cost a second or more at the end of every fit(). Our wrapped functions
@@ -233,6 +235,8 @@ class Adapter:
             else:
                 setattr(model, name, previous)
         self._installed = {}
+        # evaluate/predict after fit take the same batches as fit did.
+        metadata_keys.keep_stripping(model)
 
     def _make_step(self, mode: str, original_step: Callable) -> Callable:
         state_arguments = self.state_arguments

@@ -141,7 +141,9 @@ class JaxAdapter(LogsAdapter):
         distribution = keras.distribution.distribution()
         if distribution is None:
             return None
-        mesh = distribution.device_mesh
+        # The backend's mesh holds JAX devices, whether the distribution was built
+        # from devices or from `keras.distribution.list_devices()` strings.
+        mesh = distribution.device_mesh.backend_mesh
         axis = getattr(distribution, "batch_dim_name", None) or mesh.axis_names[0]
         devices = np.asarray(mesh.devices)
         index = list(mesh.axis_names).index(axis)

@@ -179,24 +179,32 @@ def needs_build(model: Any) -> bool:
     return False
 
 
-# -- JAX: the trainer's builder of compiled step functions ----------------------------
-def jax_make_function(model: Any) -> Callable | None:
-    """The JAX trainer's `_make_function(step_function, ...)`, or None."""
-    make = getattr(model, "_make_function", None)
-    return make if callable(make) else None
+# -- JAX: the state Keras threads through a training (or test) execution ------------
+def jax_metric_positions(model: Any, variables: list[Any]) -> list[int] | None:
+    """Where each variable's value sits in the metrics part of the JAX state that
+    Keras passes to and returns from `train_function`/`test_function` (the last item
+    of the state tuple, in `model.metrics_variables` order); None if not all found."""
+    order = {id(v): i for i, v in enumerate(model.metrics_variables)}
+    positions = [order.get(id(v)) for v in variables]
+    return None if None in positions else positions
 
 
-def set_jax_make_function(model: Any, make: Callable | None) -> None:
-    """Sets (or, with None, removes) the instance's `_make_function`."""
-    if make is None:
-        model.__dict__.pop("_make_function", None)
-    else:
-        model._make_function = make  # noqa: SLF001 - the one door
+def jax_metric_values(model: Any, state: Any) -> list[Any] | None:
+    """The metrics part of a JAX state tuple, or None where it is not the length of
+    `model.metrics_variables` (a trainer this module does not know)."""
+    if not isinstance(state, (tuple, list)) or not state:
+        return None
+    values = state[-1]
+    if not isinstance(values, (list, tuple)):
+        return None
+    if len(values) != len(model.metrics_variables):
+        return None
+    return list(values)
 
 
-def instance_make_function(model: Any) -> Callable | None:
-    """The `_make_function` set on the instance (not the class), if any."""
-    return model.__dict__.get("_make_function")
+def jax_state_with_metric_values(state: Any, values: list[Any]) -> Any:
+    """The state tuple with its metrics part replaced."""
+    return (*state[:-1], type(state[-1])(values))
 
 
 # -- TensorFlow ----------------------------------------------------------------------

@@ -24,6 +24,43 @@ import keras
 KERAS_VERSION = keras.version()
 
 
+# -- what this Keras offers, checked once when a logger is made ----------------------
+def gaps(backend: str) -> list[tuple[str, str]]:
+    """(key, message) for each piece this Keras lacks or has changed, naming the
+    feature that turns off; empty when every piece is as the logger knows it.
+    (The symbolic build is checked where it is wrapped, the JAX state where it is
+    read, the metrics list where a model is installed.)"""
+    found = []
+    if _data_layer_class() is None:
+        found.append(
+            (
+                "keras_data_layer",
+                "only Keras's built-in preprocessing layers are recognised as the "
+                "start of a model (its base class of preprocessing layers moved)",
+            )
+        )
+    if not _loss_wrapper_has_options():
+        found.append(
+            (
+                "keras_loss_options",
+                "from_logits= of the compiled loss is not read: logits are shown as "
+                "if they were probabilities",
+            )
+        )
+    return [
+        (key, f"on Keras {KERAS_VERSION} ({backend}), {message}")
+        for key, message in found
+    ]
+
+
+def _loss_wrapper_has_options() -> bool:
+    try:
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    except Exception:
+        return False
+    return loss_option(loss, "from_logits") is True
+
+
 # -- model structure ---------------------------------------------------------------
 def inputs_struct(model: Any) -> Any:
     """The structure of the model's declared inputs (dict, list or one tensor), or

@@ -23,6 +23,7 @@ import pytest
 
 from tb_batch_images import BatchImageLogger, read_batches
 from tests.fixtures import rig
+from tests.fixtures.paths import python_path
 
 BACKEND = keras.backend.backend()
 ROOT = Path(__file__).resolve().parents[2]
@@ -81,7 +82,7 @@ def _run(script: str, args: list[str], env: dict, timeout: float = 600):
         cwd=ROOT,
         env={
             **os.environ,
-            "PYTHONPATH": str(ROOT),
+            "PYTHONPATH": python_path(),
             "TF_CPP_MIN_LOG_LEVEL": "2",
             "KERAS_BACKEND": "jax",
             **env,

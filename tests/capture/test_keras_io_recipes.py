@@ -27,6 +27,7 @@ import pytest
 
 from tb_batch_images import BatchImageLogger, image_dataset_from_directory, read_batches
 from tests.capture.test_datasets import CLASSES, SIZE, _model, _write_tree
+from tests.fixtures.paths import python_path
 
 BACKEND = keras.backend.backend()
 ROOT = Path(__file__).resolve().parents[2]
@@ -105,7 +106,7 @@ def test_a_model_that_never_met_the_logger_still_needs_without_ids(tmp_path):
     result = subprocess.run(
         [sys.executable, "-c", _NEVER_MET, str(tmp_path / "pictures")],
         cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"},
+        env={**os.environ, "PYTHONPATH": python_path(), "TF_CPP_MIN_LOG_LEVEL": "2"},
         capture_output=True,
         text=True,
         timeout=600,
@@ -170,7 +171,7 @@ def test_distribution_from_list_devices_strings_logs_real_batches(
         cwd=ROOT,
         env={
             **os.environ,
-            "PYTHONPATH": str(ROOT),
+            "PYTHONPATH": python_path(),
             "TF_CPP_MIN_LOG_LEVEL": "2",
             "KERAS_BACKEND": "jax",
             "XLA_FLAGS": "--xla_force_host_platform_device_count=2",

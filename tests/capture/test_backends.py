@@ -126,8 +126,9 @@ TWO_PROCESS_SCRIPT = _TRAIN + textwrap.dedent(
     address, process_id, logdir = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     jax.distributed.initialize(coordinator_address=address, num_processes=2,
                                process_id=process_id)
+    # As keras.io's distribution guide writes it: device strings, every process.
     keras.distribution.set_distribution(
-        keras.distribution.DataParallel(devices=jax.devices()))
+        keras.distribution.DataParallel(devices=keras.distribution.list_devices()))
     # Keras splits each global batch into one half per process; a short last batch
     # would leave the processes with different step counts (and a hang), so six
     # full batches of 8 per epoch.

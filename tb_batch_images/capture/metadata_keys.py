@@ -18,6 +18,7 @@ from tb_batch_images.capture.specs import (
     CaptureError,
     InputLayout,
     describe_spec,
+    find_image,
     leaves_of,
     map_specs,
 )
@@ -149,6 +150,24 @@ def _stripping(model: keras.Model, step: Any) -> Any:
 
 # The metadata entry holding the source layer's output (never in the user's x).
 SOURCE_IMAGE = "_tb_batch_images_source_image"
+
+
+def picture_in(x: Any, layout: InputLayout, image_key: Any = None) -> Any:
+    """The picture in the `x` a step received, for a layout made from the model's
+    declared inputs: a model with one input may be fed a dict holding it (Keras
+    takes the input by its name), so the picture is found in `x` itself."""
+    if isinstance(x, (dict, list, tuple)) and (
+        layout.image_key is None or not _holds(x, layout.image_key)
+    ):
+        key, _ = find_image(map_specs(x), image_key)
+        return x[key]
+    return select_image(x, layout)
+
+
+def _holds(x: Any, key: Any) -> bool:
+    if isinstance(x, dict):
+        return key in x
+    return isinstance(key, int) and 0 <= key < len(x)
 
 
 def select_image(x: Any, layout: InputLayout, metadata: dict | None = None) -> Any:

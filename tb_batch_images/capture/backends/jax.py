@@ -27,6 +27,7 @@ import jax
 import keras
 import numpy as np
 
+from tb_batch_images import contract
 from tb_batch_images.capture import keras_internals, metadata_keys, specs, watchlist
 from tb_batch_images.capture.backends.base import (
     STASHED_IMAGE,
@@ -181,9 +182,11 @@ class JaxAdapter(LogsAdapter):
         metric = self.slots.get(mode)
         if metric is None or not self.host.capturing(mode):
             return
+        if contract.FILENAME_KEY in metadata:
+            self.warn_strings()  # only an eager step gets strings this far
         layout = metric.selector.layout
         if layout.image_source is None:
-            image = metadata_keys.select_image(x, layout)
+            image = metadata_keys.picture_in(x, layout, self.options.image_key)
         if image is None:
             return
         try:

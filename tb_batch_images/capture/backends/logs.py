@@ -78,16 +78,19 @@ class LogsAdapter(Adapter):
             return result
         return self.with_logs(result, {**logs, LOGS_KEYS[mode]: arrays})
 
+    def warn_strings(self) -> None:
+        """Strings in the batch (only an uncompiled step gets them this far)."""
+        self.host.warn(
+            "strings_off_tensorflow",
+            STRINGS_OFF_TENSORFLOW.format(backend=self.backend).removeprefix(
+                "tb_batch_images: "
+            )
+            + " The pictures are logged without filenames.",
+        )
+
     def _new_selector(self, x: Any, metadata: dict) -> SampleSelector:
         if isinstance(x, dict) and contract.FILENAME_KEY in x:
-            # Only an uncompiled step gets this far with strings in the batch.
-            self.host.warn(
-                "strings_off_tensorflow",
-                STRINGS_OFF_TENSORFLOW.format(backend=self.backend).removeprefix(
-                    "tb_batch_images: "
-                )
-                + " The pictures are logged without filenames.",
-            )
+            self.warn_strings()
         x_spec = specs.map_specs(x)
         model_shapes = specs.model_input_shapes(self.model, x_spec)
         layout = specs.layout_for(

@@ -243,3 +243,36 @@ def loss_of_step(losses: Any) -> Any:
         return keras.ops.reshape(keras.ops.cast(losses, "float32"), ())
     except Exception:  # not a scalar: no batch loss
         return None
+
+
+def ring_rows(
+    arrays: dict[str, np.ndarray],
+    start_step: int,
+    read_rows: int,
+    has_ids: bool,
+) -> dict[str, Any] | None:
+    """The composition rows written since `read_rows`, from numpy copies of a
+    composition ring (`scalars` [steps, 5], `spans` [steps, 2]: where each step's ids
+    start in the flat `ids` ring and how many, `counters`: steps written, ids
+    written, triggers); None if there are none. Rows older than the ring are lost."""
+    steps, size = len(arrays["scalars"]), len(arrays["ids"])
+    written, position = int(arrays["counters"][0]), int(arrays["counters"][1])
+    first = max(read_rows, written - steps)
+    if first >= written:
+        return None
+    rows = np.arange(first, written)
+    slots = rows % steps
+    ids = None
+    if has_ids:
+        ids = []
+        for start, count in arrays["spans"][slots]:
+            if position - start > size:  # overwritten since
+                ids.append(np.zeros(0, np.int32))
+                continue
+            at = (start + np.arange(count)) % size
+            ids.append(arrays["ids"][at].astype(np.int32))
+    return {
+        "steps": start_step + rows,
+        "scalars": arrays["scalars"][slots],
+        "ids": ids,
+    }

@@ -109,7 +109,7 @@ class CaptureSession:
             recorder = flight.FlightRecorder(settings)
         keras_internals.attach_metric(model, recorder)
         self.flight = recorder
-        adapter.flight = recorder
+        adapter.attach_flight(recorder)
 
     def uninstall(self) -> None:
         if self.flight is not None and self.model is not None:

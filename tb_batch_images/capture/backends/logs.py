@@ -1,17 +1,21 @@
-"""JAX and PyTorch: the chosen samples leave the step beside its logs.
+"""PyTorch (and JAX without declared inputs): the chosen samples leave the step in
+its logs.
 
 The wrapped step adds the `SampleSelector` arrays to the logs it returns, under a
-private key; the adapter pops them per step, before Keras or any callback sees the
-logs, and converts them to numpy only on the steps it logs. The host counts the steps
-itself (one call of the per-step function is one step). Inside a compiled step the
-selection runs on every step (a few gathers on `samples_per_batch` samples); an eager
-step computes it only when the host wants that step, or when its trigger fired.
+private key; the adapter pops them before Keras or any callback sees the logs, and
+converts them to numpy only on the steps it logs. An eager step is seen one by one:
+its wrapper runs in Python for every step (each step of a `steps_per_execution` loop
+too), counts it, computes the selection only when the host wants that step or its
+trigger fired, and pops it. A compiled step (`torch.compile`, `jax.jit`) computes the
+selection every step (a few gathers on `samples_per_batch` samples) and is seen per
+call of the function Keras built: one step per call, or the last of a call's steps.
 
 With the flight recorder on (`capture.flight`), every training step also returns its
 five step scalars (trigger, batch loss, ...) and its sample ids under another key.
 After each execution the host reads the scalars (20 bytes a step, read where Keras
 reads the step's logs for the callbacks), keeps the arrays of a triggered step as of
-a scheduled one, and converts the ids in blocks (`ID_BLOCK` steps) for the composition.
+a scheduled one, and converts the ids in blocks (`ID_BLOCK` steps) for the composition
+(of the last step of a compiled call only, where a call runs several).
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ class LogsAdapter(Adapter):
         self._selectors: dict[str, SampleSelector | None] = {}
         self._counter = {"train": 0, "validation": 0}
         self._want_now: dict[str, bool] = {}
+        self._eager: dict[str, bool] = {}  # the last call's steps ran eagerly
         self._pending: list[dict[str, Any]] = []
         # (mode, step, arrays, flight tensors, wanted) of the running execution
         self._steps: list[tuple[str, int, Any, Any, bool]] = []
@@ -102,16 +107,19 @@ class LogsAdapter(Adapter):
             out["ids"] = keras.ops.cast(keras.ops.reshape(ids, (-1,)), "int32")
         return self.with_logs(result, {**logs, flight.LOGS_KEY: self.place(out)})
 
+    def warn_strings(self) -> None:
+        """Strings in the batch (only an uncompiled step gets them this far)."""
+        self.host.warn(
+            "strings_off_tensorflow",
+            STRINGS_OFF_TENSORFLOW.format(backend=self.backend).removeprefix(
+                "tb_batch_images: "
+            )
+            + " The pictures are logged without filenames.",
+        )
+
     def _new_selector(self, x: Any, metadata: dict) -> SampleSelector:
         if isinstance(x, dict) and contract.FILENAME_KEY in x:
-            # Only an uncompiled step gets this far with strings in the batch.
-            self.host.warn(
-                "strings_off_tensorflow",
-                STRINGS_OFF_TENSORFLOW.format(backend=self.backend).removeprefix(
-                    "tb_batch_images: "
-                )
-                + " The pictures are logged without filenames.",
-            )
+            self.warn_strings()
         x_spec = specs.map_specs(x)
         model_shapes = specs.model_input_shapes(self.model, x_spec)
         layout = specs.layout_for(
@@ -135,32 +143,81 @@ class LogsAdapter(Adapter):
     def with_logs(self, result: Any, logs: dict) -> Any:
         return logs
 
-    # -- on the host, per step ---------------------------------------------------
-    def _wanted_now(self, mode: str) -> bool:
-        step = self._counter[mode]
-        return self.host.schedule.wants_step(mode, step)
+    # -- on the host ----------------------------------------------------------------
+    # An eager step is seen one by one (its wrapper runs in Python per step: also for
+    # each step of a `steps_per_execution` loop); a compiled step only per call of
+    # the function Keras built, whose logs are the last step's.
+    def step_begins(self, mode: str, x: Any) -> None:
+        if self.is_compiling(x):
+            return
+        self._eager[mode] = True
+        self._want_now[mode] = self.host.schedule.wants_step(mode, self._counter[mode])
 
-    def before_step(self, mode: str) -> None:
-        self._want_now[mode] = self._wanted_now(mode)
-
-    def after_step(self, mode: str, logs: Any) -> None:
-        """Pops this step's arrays from its logs (kept on the device until the
-        execution ends)."""
-        is_dict = isinstance(logs, dict)
-        arrays = logs.pop(LOGS_KEYS[mode], None) if is_dict else None
-        recorded = logs.pop(flight.LOGS_KEY, None) if is_dict else None
+    def step_ends(self, mode: str, x: Any, result: Any) -> Any:
+        if self.is_compiling(x):
+            return result
+        arrays, recorded = self._pop(mode, result)
         step = self._counter[mode]
         self._counter[mode] = step + 1
-        self._steps.append(
-            (mode, step, arrays, recorded, bool(self._want_now.get(mode)))
-        )
+        self._steps.append((step, arrays, recorded, bool(self._want_now.get(mode))))
+        return result
+
+    def steps_in_call(self, args: tuple) -> int | None:
+        """How many steps one call of the function runs (None: not known)."""
+        return 1
+
+    def before_execution(self, mode: str, args: tuple) -> Any:
+        self._eager[mode] = False
+        steps = self.steps_in_call(args)
+        first = self._counter[mode]
+        # A compiled step computes the selection every step; the host keeps it on
+        # the steps it logs. Eager steps decide for themselves (step_begins).
+        self._want_now[mode] = self.host.schedule.wants_step(mode, first)
+        return first, steps
+
+    def after_execution(self, mode, token, result) -> list[dict[str, Any]]:
+        if not self._eager.get(mode):
+            self._after_compiled_call(mode, token, result)
+        self._end_steps()
+        items, self._pending = self._pending, []
+        return items
+
+    def _after_compiled_call(self, mode: str, token: Any, result: Any) -> None:
+        first, steps = token
+        arrays, recorded = self._pop(mode, self.logs_of(result))
+        if steps is None:
+            steps = 1
+        last = first + steps - 1
+        self._counter[mode] = first + steps
+        wanted = [
+            step
+            for step in range(first, first + steps)
+            if self.host.schedule.wants_step(mode, step)
+        ]
+        self._steps.append((last, arrays, recorded, last in wanted))
+        if any(step != last for step in wanted):
+            self.host.warn(
+                "compiled_execution",
+                f"with a compiled {self.backend} step and steps_per_execution > 1, "
+                "only the last step of each execution reaches the logger: logged "
+                "steps inside an execution are skipped (steps_per_execution=1, or "
+                "a model built with keras.Input, logs them all)",
+            )
+
+    def _pop(self, mode: str, logs: Any) -> tuple[dict | None, dict | None]:
+        """Takes this adapter's arrays (and the flight recorder's) out of the logs
+        before Keras sees them."""
+        logs = self.logs_of(logs) if not isinstance(logs, dict) else logs
+        if not isinstance(logs, dict):
+            return None, None
+        return logs.pop(LOGS_KEYS[mode], None), logs.pop(flight.LOGS_KEY, None)
 
     def _end_steps(self) -> None:
         """After an execution: keeps the arrays of the steps logged (scheduled or
         triggered); the composition of every training step."""
         steps, self._steps = self._steps, []
         triggered = False
-        for _mode, step, arrays, recorded, wanted in steps:
+        for step, arrays, recorded, wanted in steps:
             scalars = None
             if recorded is not None:
                 scalars = np.asarray(self.to_numpy(recorded["scalars"]), np.float32)
@@ -215,8 +272,3 @@ class LogsAdapter(Adapter):
     def origin(self, positions: np.ndarray, batch_size: int) -> dict[str, Any]:
         """Which device / process each captured sample came from, where known."""
         return {}
-
-    def after_execution(self, mode, token, result) -> list[dict[str, Any]]:
-        self._end_steps()
-        items, self._pending = self._pending, []
-        return items

@@ -79,9 +79,9 @@ class TensorFlowAdapter(Adapter):
         counters = self.ring.record(recorded["scalars"], ids)
         return {**result, flight.LOGS_KEY: counters}
 
-    def before_execution(self, mode: str, iterator: Any) -> Any:
+    def before_execution(self, mode: str, args: tuple) -> Any:
         if mode not in self.buffers and self.host.capturing(mode):
-            self._create_buffers(mode, iterator)
+            self._create_buffers(mode, args[-1])
         if mode == "train" and self.ring is None and self.flight is not None:
             with self.model.distribute_strategy.scope():
                 self.ring = CompositionRing(self.host.global_step)
@@ -496,24 +496,7 @@ class CompositionRing:
                 lambda: {name: v.read_value() for name, v in variables.items()}
             )
         arrays = {name: value.numpy() for name, value in self._reader().items()}
-        written, position = int(arrays["counters"][0]), int(arrays["counters"][1])
-        first = max(self._read_rows, written - self.steps)  # older rows are lost
-        if first >= written:
-            return None
-        rows = np.arange(first, written)
-        slots = rows % self.steps
-        ids = None
-        if self.has_ids:
-            ids = []
-            for start, count in arrays["spans"][slots]:
-                if position - start > self.size:  # overwritten since
-                    ids.append(np.zeros(0, np.int32))
-                    continue
-                at = (start + np.arange(count)) % self.size
-                ids.append(arrays["ids"][at].astype(np.int32))
-        self._read_rows, self._read_ids = written, position
-        return {
-            "steps": self.start_step + rows,
-            "scalars": arrays["scalars"][slots],
-            "ids": ids,
-        }
+        rows = flight.ring_rows(arrays, self.start_step, self._read_rows, self.has_ids)
+        self._read_rows = int(arrays["counters"][0])
+        self._read_ids = int(arrays["counters"][1])
+        return rows

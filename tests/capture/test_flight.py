@@ -352,3 +352,19 @@ def test_batches_without_sample_ids_still_give_the_loss_curve(tmp_path):
 def test_bad_trigger_options_name_the_argument(tmp_path, options, named):
     with pytest.raises(ValueError, match=named):
         BatchImageLogger(str(tmp_path), **options)
+
+
+@pytest.mark.skipif(BACKEND != "jax", reason="a jitted JAX step on the logs path")
+def test_a_subclassed_jax_model_with_several_steps_per_call_says_what_it_misses(
+    tmp_path,
+):
+    """Without keras.Input the JAX capture takes the logs path: a jitted call of
+    several steps shows only its last step, which the logger says once."""
+    x, y = _data(steps=16)
+    keras.utils.set_random_seed(0)
+    model = OwnLossModel()
+    model.compile(keras.optimizers.Adam(0.01), steps_per_execution=4)
+    with pytest.warns(RuntimeWarning, match="only the last step of each execution"):
+        _fit(tmp_path, x, y, model=model, every_n_steps=0)
+    # One row per execution of 4 steps.
+    assert len(read_composition(str(tmp_path)).steps) == 4

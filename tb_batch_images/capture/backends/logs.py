@@ -185,6 +185,7 @@ class LogsAdapter(Adapter):
     def _after_compiled_call(self, mode: str, token: Any, result: Any) -> None:
         first, steps = token
         arrays, recorded = self._pop(mode, self.logs_of(result))
+        several = steps is None or steps > 1  # None: a loop or scan, not known
         if steps is None:
             steps = 1
         last = first + steps - 1
@@ -195,6 +196,14 @@ class LogsAdapter(Adapter):
             if self.host.schedule.wants_step(mode, step)
         ]
         self._steps.append((last, arrays, recorded, last in wanted))
+        if recorded is not None and several:
+            self.host.warn(
+                "compiled_execution_flight",
+                f"with a compiled {self.backend} step and steps_per_execution > 1, "
+                "the triggers (non-finite, spike) and the per-step composition see "
+                "only the last step of each execution (steps_per_execution=1, or a "
+                "model built with keras.Input, sees every step)",
+            )
         if any(step != last for step in wanted):
             self.host.warn(
                 "compiled_execution",

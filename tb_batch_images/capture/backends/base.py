@@ -345,7 +345,7 @@ class Adapter:
                 self._stash.clear()
             recorded = seen.get("flight")
             if recorded is not None:
-                result = self._record_flight(mode, metadata, recorded, result)
+                result = self.record_flight(mode, metadata, recorded, result)
             if not wanted and not self.triggered_now(mode, x, recorded):
                 return result
             if "y_pred" not in seen:
@@ -422,7 +422,7 @@ class Adapter:
         """
         raise NotImplementedError
 
-    def _record_flight(self, mode: str, metadata: dict, recorded: dict, result: Any):
+    def record_flight(self, mode: str, metadata: dict, recorded: dict, result: Any):
         """Takes the step's composition and trigger out (inside the step); returns
         the step's result."""
         return result

@@ -197,10 +197,10 @@ class JaxAdapter(LogsAdapter):
             return False  # the slots decide in the step
         return super().triggered_now(mode, x, recorded)
 
-    def _record_flight(self, mode, metadata, recorded, result):
+    def record_flight(self, mode, metadata, recorded, result):
         if self.slots:
             return result  # the rings are written in record_in_step
-        return super()._record_flight(mode, metadata, recorded, result)
+        return super().record_flight(mode, metadata, recorded, result)
 
     def step_begins(self, mode: str, x: Any) -> None:
         if not self.slots:

@@ -97,7 +97,7 @@ class LogsAdapter(Adapter):
             return result
         return self.with_logs(result, {**logs, LOGS_KEYS[mode]: arrays})
 
-    def _record_flight(self, mode, metadata, recorded, result):
+    def record_flight(self, mode, metadata, recorded, result):
         logs = self.logs_of(result)
         if not isinstance(logs, dict):
             return result

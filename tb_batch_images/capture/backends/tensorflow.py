@@ -70,7 +70,7 @@ class TensorFlowAdapter(Adapter):
         buffers.capture(image, metadata, y, y_pred, recorded)
         return result
 
-    def _record_flight(self, mode, metadata, recorded, result):
+    def record_flight(self, mode, metadata, recorded, result):
         """Every step's composition into the ring; its counters join the logs
         (popped in `after_execution`, read with them: no transfer of their own)."""
         if self.ring is None or not isinstance(result, dict):

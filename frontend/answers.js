@@ -115,6 +115,8 @@ const SAMPLE_FIELDS = {
   prediction_range: [orNull(listOf(number)), null],
   label_mask_image: [orNull(text), null],
   prediction_mask_image: [orNull(text), null],
+  // A triggered batch's culprit (docs/format.md, `trigger`).
+  culprit: [bool, false],
 };
 
 const BATCH_FIELDS = {
@@ -149,6 +151,13 @@ const BATCH_FIELDS = {
   masks: [orNull(text), null],
   mask_shape: [orNull(listOf(int)), null],
   dropped: [counts, {}],
+  // Why it was logged, and the step's loss (docs/format.md, `trigger`).
+  trigger: [orNull(text), null],
+  batch_loss: [orNull(number), null],
+  batch_loss_finite: [orNull(bool), null],
+  loss_mean: [orNull(number), null],
+  loss_deviation: [orNull(number), null],
+  non_finite_samples: [orNull(int), null],
 };
 
 /**
@@ -310,4 +319,66 @@ export function checkSampleDetail(answer) {
   const items = isObject(answer) && Array.isArray(answer.appearances) ? answer.appearances : [];
   detail.appearances = items.map((item) => pick(item, PICTURE_FIELDS, [], "")).filter((item) => item.run !== null && item.step !== null);
   return detail;
+}
+
+const BUCKET_FIELDS = {
+  first: [listOf(int), []],
+  last: [listOf(int), []],
+  min: [listOf(orNull(number)), []],
+  max: [listOf(orNull(number)), []],
+  max_step: [listOf(int), []],
+  non_finite: [listOf(int), []],
+  trigger: [listOf(orNull(text)), []],
+};
+
+const ANOMALY = objectOf({ step: [int, null], trigger: [orNull(text), null], loss: [orNull(number), null] });
+
+/**
+ * The /loss_curve answer: {run, total_steps, first_step, last_step, start, end,
+ * loss_range, buckets: {first, last, min, max, max_step, non_finite, trigger} (equal
+ * lengths, else none), anomalies: [{step, trigger, loss}], logged: [int]}.
+ */
+export function checkLossCurve(answer) {
+  const curve = pick(
+    answer,
+    {
+      run: [text, ""],
+      total_steps: [int, 0],
+      first_step: [int, 0],
+      last_step: [int, 0],
+      start: [int, 0],
+      end: [int, 0],
+      loss_range: [orNull(listOf(number)), null],
+      anomalies: [goodItems(ANOMALY), []],
+      logged: [goodItems(int), []],
+    },
+    [],
+    "",
+  );
+  const buckets = pick(isObject(answer) ? answer.buckets : {}, BUCKET_FIELDS, [], "");
+  const length = buckets.first.length;
+  const even = Object.values(buckets).every((values) => values.length === length);
+  curve.buckets = even ? buckets : pick({}, BUCKET_FIELDS, [], "");
+  curve.anomalies = curve.anomalies.filter((item) => item.step !== null);
+  return curve;
+}
+
+/** The /composition answer: one step's {run, step, loss, loss_finite, trigger,
+ * sample_ids, filenames (or null), logged}. */
+export function checkComposition(answer) {
+  return pick(
+    answer,
+    {
+      run: [text, ""],
+      step: [int, null],
+      loss: [orNull(number), null],
+      loss_finite: [bool, true],
+      trigger: [orNull(text), null],
+      sample_ids: [goodItems(int), []],
+      filenames: [orNull(listOf(orNull(text))), null],
+      logged: [bool, false],
+    },
+    [],
+    "",
+  );
 }

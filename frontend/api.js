@@ -4,7 +4,9 @@
 
 import {
   checkBatch,
+  checkComposition,
   checkHistory,
+  checkLossCurve,
   checkRuns,
   checkSampleDetail,
   checkSamplePictures,
@@ -180,4 +182,16 @@ export async function fetchSamplePictures(run, ids) {
 /** One sample of a run: its statistics at every epoch and its pictures. */
 export async function fetchSampleDetail(run, sampleId) {
   return checkSampleDetail(await getJson("sample", { run, sample_id: sampleId }));
+}
+
+// -- the loss curve (docs/api.md, /loss_curve and /composition) ------------------------
+
+/** A run's loss curve in `buckets` columns over [start, end] (null: the whole run). */
+export async function fetchLossCurve(run, { start = null, end = null, buckets = 1000 } = {}) {
+  return checkLossCurve(await getJson("loss_curve", { run, start, end, buckets }));
+}
+
+/** One step's loss, trigger and file list (logged or not). */
+export async function fetchComposition(run, step) {
+  return checkComposition(await getJson("composition", { run, step }));
 }

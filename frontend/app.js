@@ -7,6 +7,7 @@
 import { DatasetView } from "./dataset.js";
 import { h, replaceChildren } from "./dom.js";
 import { GalleryData, listingNote } from "./gallery_data.js";
+import { LossCurve } from "./loss_curve.js";
 import { MainPanel } from "./main_panel.js";
 import { maskKind } from "./masks.js";
 import { appearancePatch, handleKey, stepPatch } from "./navigation.js";
@@ -33,6 +34,8 @@ export class GalleryApp {
       onStep: (move) => this.moveStep(move),
     });
     this.notices = h("div", { className: "notices", attrs: { role: "status" } });
+    // The training run's loss curve: a click opens a step (loss_curve.js).
+    this.lossCurve = new LossCurve({ onOpenStep: (step) => this.setState({ step, open: null }) });
     this.panel = new MainPanel();
     this.main = this.panel.element;
     this.historyRoot = h("div", { className: "history-root" });
@@ -69,6 +72,7 @@ export class GalleryApp {
       h("nav", { className: "view-switch", attrs: { "aria-label": "View" } }, h("div", { className: "segmented" }, this.viewButtons)),
       this.header,
       this.notices,
+      this.lossCurve.element,
       this.main,
       this.hints,
       this.historyRoot,
@@ -106,6 +110,7 @@ export class GalleryApp {
   async reload() {
     this.data.clear();
     await this.loadRuns({ quiet: true });
+    if (this.lossCurve.run) this.lossCurve.show(this.lossCurve.run, { reload: true });
   }
 
   async loadRuns({ quiet = false } = {}) {
@@ -188,6 +193,7 @@ export class GalleryApp {
     const dataset = this.state.view === "dataset";
     for (const button of this.viewButtons) button.setAttribute("aria-pressed", String(button.dataset.view === this.state.view));
     this.dataset.element.hidden = !dataset;
+    if (dataset) this.lossCurve.element.hidden = true;
     for (const element of [this.header, this.notices, this.main, this.hints, this.historyRoot, this.overlayRoot]) element.hidden = dataset || (element === this.header || element === this.hints ? !this.data.groups.size : false);
     return dataset;
   }
@@ -200,6 +206,8 @@ export class GalleryApp {
     const state = this.state;
     const columns = this.data.columnsFor(state);
     replaceChildren(this.notices, renderNotices(columns));
+    const trainRun = state.mode === "train" ? columns.find((column) => column.run)?.run : null;
+    this.lossCurve.show(trainRun || null); // not awaited: the grid does not wait for it
 
     if (columns.some((column) => this.data.needsSteps(column)) && !quiet) this.panel.markLoading("Loading steps…");
     // Runs whose first page of steps is shown while the rest arrive: draw again once

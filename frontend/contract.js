@@ -28,7 +28,16 @@ export const FLAG_CONSTANT = "constant";
 export const FLAG_CLIPPED = "clipped";
 export const FLAG_RESCALED = "rescaled";
 export const FLAG_LABEL_OUT_OF_RANGE = "label_out_of_range";
-export const FLAGS = Object.freeze(["nan", "inf", "constant", "clipped", "rescaled", "label_out_of_range"]);
+export const FLAG_LOSS_NON_FINITE = "loss_non_finite";
+export const FLAG_PREDICTION_NON_FINITE = "prediction_non_finite";
+export const FLAGS = Object.freeze(["nan", "inf", "constant", "clipped", "rescaled", "label_out_of_range", "loss_non_finite", "prediction_non_finite"]);
+
+// Why a batch was logged (the record's `trigger`), and the composition's codes.
+export const TRIGGER_SCHEDULE = "schedule";
+export const TRIGGER_NON_FINITE = "non_finite";
+export const TRIGGER_SPIKE = "spike";
+export const TRIGGERS = Object.freeze(["schedule", "non_finite", "spike"]);
+export const TRIGGER_CODES = Object.freeze(["", "non_finite", "spike"]);
 
 // How a record's masks read: class maps, one sigmoid channel, or dense values.
 export const MASK_CLASSES = "classes";

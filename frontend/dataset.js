@@ -9,7 +9,7 @@
 import * as api from "./api.js";
 import { h, replaceChildren } from "./dom.js";
 import { DataMap } from "./datamap_canvas.js";
-import { DASH, formatClass, formatNumber, formatPercent, plural, statsClassName, statsFilename } from "./format.js";
+import { DASH, formatClass, formatNumber, formatPrediction, formatPercent, plural, statsClassName, statsFilename } from "./format.js";
 import { captionText, closeButton, sampleImage, scrubber, toolbarGroup, verdictClass } from "./widgets.js";
 
 const SUSPECTS_SHOWN = 40;
@@ -68,7 +68,7 @@ function samplePanel({ run, id, stats, detail, error, onClose, onOpenBatch }) {
           ? sampleImage(latest, { alt: filename, lazy: false })
           : h("p", { className: "no-picture-text", text: "No picture of this sample was logged yet (it is captured when it is on the watchlist and next appears in a batch)." }),
         latest
-          ? h("p", { className: "sample-caption", text: `step ${latest.step} · ${latest.source === "watchlist" ? "watchlist capture" : "logged batch"} · predicted ${formatClass(latest.prediction, latest.prediction_name)} ${formatPercent(latest.confidence)} · loss ${formatNumber(latest.loss)}` })
+          ? h("p", { className: "sample-caption", text: `step ${latest.step} · ${latest.source === "watchlist" ? "watchlist capture" : "logged batch"} · predicted ${formatPrediction(latest)} ${formatPercent(latest.confidence)} · loss ${formatNumber(latest.loss)}` })
           : null,
       ),
       h(
@@ -107,7 +107,7 @@ function samplePanel({ run, id, stats, detail, error, onClose, onOpenBatch }) {
               },
               h("span", { className: "strip-thumb" }, sampleImage(item)),
               h("span", { className: "strip-step", text: `step ${item.step}${item.source === "watchlist" ? " · watch" : ""}` }),
-              h("span", { className: "strip-pred", text: `${formatClass(item.prediction, item.prediction_name)} ${formatPercent(item.confidence)}` }),
+              h("span", { className: "strip-pred", text: `${formatPrediction(item)} ${formatPercent(item.confidence)}` }),
             ),
           ),
         ),

@@ -1,6 +1,17 @@
 // Text formatting of logged values. Pure functions: values in, strings out.
 
-import { FLAG_CLIPPED, FLAG_CONSTANT, FLAG_INF, FLAG_LABEL_OUT_OF_RANGE, FLAG_NAN, FLAG_RESCALED } from "./contract.js";
+import {
+  FLAG_CLIPPED,
+  FLAG_CONSTANT,
+  FLAG_INF,
+  FLAG_LABEL_OUT_OF_RANGE,
+  FLAG_LOSS_NON_FINITE,
+  FLAG_NAN,
+  FLAG_PREDICTION_NON_FINITE,
+  FLAG_RESCALED,
+  TRIGGER_NON_FINITE,
+  TRIGGER_SPIKE,
+} from "./contract.js";
 
 export const DASH = "—";
 
@@ -38,7 +49,7 @@ export function formatClass(value, name) {
   if (name !== null && name !== undefined && name !== "") return String(name);
   if (value === null || value === undefined) return DASH;
   if (Array.isArray(value)) {
-    if (value.length === 0) return "{}";
+    if (value.length === 0) return "none"; // an empty class set: no class predicted
     const shown = value.slice(0, 4).map((item) =>
       Number.isInteger(item) ? String(item) : formatNumber(item),
     );
@@ -46,6 +57,24 @@ export function formatClass(value, name) {
   }
   return Number.isInteger(value) ? String(value) : formatNumber(value);
 }
+
+/** A sample's prediction: "NaN" when its output was not finite (no class then). */
+export function formatPrediction(sample, withName = true) {
+  if ((sample.flags || []).includes(FLAG_PREDICTION_NON_FINITE)) return "NaN";
+  return formatClass(sample.prediction, withName ? sample.prediction_name : null);
+}
+
+/** A loss: "NaN" for a sample whose loss was not finite (written as null). */
+export function formatLoss(sample) {
+  if ((sample.flags || []).includes(FLAG_LOSS_NON_FINITE)) return "NaN";
+  return formatNumber(sample.loss);
+}
+
+/** Why a batch was logged, in words (null for the schedule). */
+export const TRIGGER_TEXT = {
+  [TRIGGER_NON_FINITE]: "non-finite",
+  [TRIGGER_SPIKE]: "loss spike",
+};
 
 /** Seconds since the epoch as local "YYYY-MM-DD HH:MM:SS". */
 export function formatWallTime(seconds) {
@@ -91,4 +120,6 @@ export const FLAG_HELP = {
   [FLAG_CLIPPED]: "Values fell outside the value range and were clipped.",
   [FLAG_RESCALED]: "The input matched no known range; shown min-max stretched.",
   [FLAG_LABEL_OUT_OF_RANGE]: "The label is not a valid class index.",
+  [FLAG_LOSS_NON_FINITE]: "The sample's loss was NaN or Inf.",
+  [FLAG_PREDICTION_NON_FINITE]: "The model's output held NaN or Inf: no class is predicted.",
 };

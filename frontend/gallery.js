@@ -3,7 +3,10 @@
 import { MASK_VALUES } from "./contract.js";
 import { h } from "./dom.js";
 import {
+  TRIGGER_TEXT,
   formatClass,
+  formatLoss,
+  formatPrediction,
   formatNumber,
   formatPercent,
   formatValue,
@@ -43,13 +46,14 @@ export function renderTile(sample, batch, { onOpen, onHistory, merged, masks = "
   const verdict = verdictOf(sample);
   const filename = sample.filename;
   const label = formatClass(sample.label, sample.label_name);
-  const prediction = formatClass(sample.prediction, sample.prediction_name);
+  const prediction = formatPrediction(sample);
   const describe = [
     filename ?? `sample ${sample.position}`,
     `label ${label}`,
     `predicted ${prediction} ${formatPercent(sample.confidence)}`,
     verdict ? verdict.text : null,
-    `loss ${formatNumber(sample.loss)}`,
+    `loss ${formatLoss(sample)}`,
+    sample.culprit ? "culprit of the trigger" : null,
     Number.isFinite(sample.mean_iou) ? `mean IoU ${formatPercent(sample.mean_iou)}` : null,
     Number.isFinite(sample.pixel_accuracy) ? `pixel accuracy ${formatPercent(sample.pixel_accuracy)}` : null,
   ].filter(Boolean);
@@ -58,7 +62,7 @@ export function renderTile(sample, batch, { onOpen, onHistory, merged, masks = "
   const tile = h(
     "article",
     {
-      className: "tile" + verdictClass(sample),
+      className: "tile" + verdictClass(sample) + (sample.culprit ? " is-culprit" : ""),
       tabIndex: 0,
       dataset: { position: String(sample.position), index: String(sample.index) },
       attrs: { "aria-label": describe.join(", ") },
@@ -79,6 +83,7 @@ export function renderTile(sample, batch, { onOpen, onHistory, merged, masks = "
       { className: "thumb" + (drawn === MASK_VALUES ? " has-value-map" : "") },
       picture,
       verdictBadge(sample, "on-image"),
+      sample.culprit ? h("span", { className: "culprit-badge", text: "culprit", title: "what triggered this batch: a non-finite picture or loss, or a loss above the spike line" }) : null,
       h("span", {
         className: "position",
         text: merged ? `b${sample.batch} #${sample.position}` : `#${sample.position}`,
@@ -104,7 +109,7 @@ export function renderTile(sample, batch, { onOpen, onHistory, merged, masks = "
       ),
       captionRow(
         "loss",
-        h("span", { className: "cap-value loss", text: formatNumber(sample.loss) }),
+        h("span", { className: "cap-value loss", text: formatLoss(sample) }),
         filename !== null && filename !== undefined
           ? h("button", {
               className: "link-button history-button",
@@ -151,6 +156,15 @@ function batchSummary(samples) {
   return parts.join(" · ");
 }
 
+/** Why a triggered batch was logged, with its loss against the running estimate. */
+function triggerTitle(batch) {
+  const loss = batch.batch_loss_finite === false ? "NaN" : formatNumber(batch.batch_loss);
+  const parts = [`logged by the ${TRIGGER_TEXT[batch.trigger]} trigger: batch loss ${loss}`];
+  if (batch.loss_mean !== null) parts.push(`running mean ${formatNumber(batch.loss_mean)} ± ${formatNumber(batch.loss_deviation)}`);
+  if (batch.non_finite_samples) parts.push(`${plural(batch.non_finite_samples, "sample")} of the batch with a NaN or Inf input or loss`);
+  return parts.join("; ");
+}
+
 /** The facts of a batch: epoch, batch, step, wall time, "k of n samples". */
 export function renderBatchHeader(batch, shownCount) {
   const total = batch.samples.length;
@@ -161,6 +175,14 @@ export function renderBatchHeader(batch, shownCount) {
       "div",
       { className: "facts" },
       fact("step", "step", String(batch.step)),
+      TRIGGER_TEXT[batch.trigger]
+        ? h("span", {
+            className: `trigger-badge trigger-${batch.trigger}`,
+            dataset: { trigger: batch.trigger },
+            text: TRIGGER_TEXT[batch.trigger],
+            title: triggerTitle(batch),
+          })
+        : null,
       fact("epoch", "epoch", formatValue(batch.epoch)),
       fact("batch", "batch", formatValue(batch.batch)),
       fact("wall_time", "", formatWallTime(batch.wall_time)),

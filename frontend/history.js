@@ -1,7 +1,7 @@
 // The history strip of one file: every appearance across steps and runs.
 
 import { h } from "./dom.js";
-import { formatClass, formatNumber, formatPercent, plural } from "./format.js";
+import { formatClass, formatNumber, formatPercent, formatPrediction, plural } from "./format.js";
 import { closeButton, messageBox, sampleImage, verdictBadge, verdictClass } from "./widgets.js";
 
 /**
@@ -49,7 +49,7 @@ export function renderHistory({ filename, appearances, total, error, groupOf, cu
             h(
               "span",
               { className: "strip-pred" },
-              h("span", { className: "prediction", text: formatClass(item.prediction, item.prediction_name) }),
+              h("span", { className: "prediction", text: formatPrediction(item) }),
               item.confidence == null ? null : h("span", { className: "confidence", text: formatPercent(item.confidence) }),
             ),
             h("span", { className: "strip-loss" }, h("span", { className: "cap-key", text: "loss" }), h("span", { className: "loss", text: formatNumber(item.loss) })),

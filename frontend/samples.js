@@ -69,7 +69,8 @@ export function sortSamples(samples, sort) {
     pixel_accuracy_asc: ["pixel_accuracy", 1],
     pixel_accuracy_desc: ["pixel_accuracy", -1],
   }[sort];
-  if (!order) return [...samples].sort(batchOrder);
+  // The default order: a triggered batch's culprits first, then the batch's order.
+  if (!order) return [...samples].sort((a, b) => Number(b.culprit === true) - Number(a.culprit === true) || batchOrder(a, b));
   const [field, direction] = order;
   const value = (sample) => {
     const number = sample[field];

@@ -15,6 +15,7 @@ __all__ = [
     "image_dataset_from_directory",
     "map_images",
     "read_batches",
+    "read_composition",
     "read_sample_stats",
     "without_ids",
     "__version__",
@@ -32,6 +33,10 @@ def __getattr__(name):
         from tb_batch_images.reader.batches import read_batches
 
         return read_batches
+    if name == "read_composition":
+        from tb_batch_images.reader.composition import read_composition
+
+        return read_composition
     if name == "read_sample_stats":
         from tb_batch_images.reader.sample_stats import read_sample_stats
 

@@ -32,6 +32,9 @@ class CapturedBatch:
     batch_size: int
     replica: int = 0
     num_replicas: int = 1
+    # The flight recorder's step scalars (`capture.flight.SCALARS`: trigger code,
+    # batch loss, running mean, running deviation, non-finite samples), or None.
+    flight: np.ndarray | None = None
     # -- per sample, from the step (`tb_batch_images.capture.selector`) ---------------
     positions: np.ndarray = _per_sample()  # [n] int, index in the batch
     images: np.ndarray = _per_sample()  # [n, h, w, c], maybe downscaled in the step
@@ -83,8 +86,17 @@ class CapturedBatch:
             wall_time=wall_time,
             batch_size=int(item["batch_size"]),
             num_replicas=num_replicas,
+            flight=item.get("flight"),
             **arrays,
         )
+
+    @property
+    def trigger_code(self) -> int:
+        """The flight recorder's trigger of this step (0: none, or no recorder)."""
+        if self.flight is None:
+            return 0
+        value = float(self.flight[0])
+        return int(value) if value == value else 0
 
 
 PER_SAMPLE = tuple(

@@ -51,6 +51,15 @@ class Schedule:
         regular = bool(self.every_n_steps) and count % self.every_n_steps == 0
         return regular or self.is_extra_step(count)
 
+    def execution_steps(self, mode: str, slots: int) -> list[int]:
+        """Every step (train) or batch (validation) the next execution may run."""
+        first = (
+            self.test_begin_batch
+            if mode == "validation"
+            else self.epoch_base + self.train_begin_batch
+        )
+        return list(range(first, first + slots))
+
     def wanted(self, mode: str, slots: int) -> tuple[list[int], list[int]]:
         """(every step the next execution captures, those off the regular schedule)."""
         if mode == "validation":

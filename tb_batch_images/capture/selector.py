@@ -88,15 +88,27 @@ class SampleSelector:
         # ScaleAndTranslate), so the TensorFlow adapter turns it off under XLA.
         self.antialias = True
 
-    def select(self, image: Any, metadata: dict, y: Any, y_pred: Any) -> dict:
-        """The chosen samples of one batch, as fixed-shape arrays (see module doc)."""
+    def select(
+        self, image: Any, metadata: dict, y: Any, y_pred: Any, recorded: Any = None
+    ) -> dict:
+        """The chosen samples of one batch, as fixed-shape arrays (see module doc).
+
+        `recorded`: the flight recorder's tensors of this training step
+        (`capture.flight`), or None. On a triggered step the culprits come first
+        (non-finite samples, then the highest losses), whatever `selection` says; the
+        step's scalars join the arrays (`flight`).
+        """
         ops = keras.ops
         n = self.samples
         batch = ops.shape(image)[0]
         label, output = self._label_output(y, y_pred)
         full_loss = None
+        if recorded is not None and recorded.get("sample_losses") is not None:
+            full_loss = recorded["sample_losses"]
+            self.has_loss = True
         if self.selection == "highest_loss":
-            full_loss = self._loss(label, output)
+            if full_loss is None:
+                full_loss = self._loss(label, output)
             if full_loss is not None:
                 ranked = ops.where(ops.isnan(full_loss), np.inf, full_loss)
                 order = ops.argsort(-ranked)
@@ -106,8 +118,18 @@ class SampleSelector:
             order = ops.argsort(_pseudo_random(image, batch))
         else:
             order = ops.arange(batch)
+        if recorded is not None:
+            culprits_first = ops.argsort(-recorded["priority"])
+            order = ops.where(
+                recorded["trigger"] > 0,
+                ops.cast(culprits_first, "int32"),
+                ops.cast(order, "int32"),
+            )
         index = ops.take(order, ops.minimum(ops.arange(n), batch - 1), axis=0)
-        return self.take(image, metadata, y, y_pred, index, full_loss)
+        result = self.take(image, metadata, y, y_pred, index, full_loss)
+        if recorded is not None:
+            result["flight"] = recorded["scalars"]
+        return result
 
     def take(
         self,

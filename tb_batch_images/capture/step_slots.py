@@ -21,13 +21,14 @@ from typing import Any
 import keras
 import numpy as np
 
+from tb_batch_images.capture import flight
 from tb_batch_images.capture.batch import STEP_ARRAYS
 from tb_batch_images.capture.selector import VALUES_PER_SAMPLE, SampleSelector
 
 # Variables that say what the slots hold, and the per-sample arrays (STEP_ARRAYS less
 # the strings, which no JAX step carries).
 _BOOKKEEPING = ("counter", "want", "filled_step", "count", "batch_size")
-_ARRAYS = tuple(name for name in STEP_ARRAYS if name != "filenames")
+_ARRAYS = (*(name for name in STEP_ARRAYS if name != "filenames"), "flight")
 
 
 class StepSlots(keras.metrics.Metric):
@@ -49,6 +50,7 @@ class StepSlots(keras.metrics.Metric):
         self.every_n = every_n
         self.below = below
         self.saw_sample_ids = False  # set when traced: the batches carry ids
+        self.saw_flight = False  # set when traced: the flight recorder is on
         layout = selector.layout
         n = selector.samples
         heads = selector.heads
@@ -76,6 +78,8 @@ class StepSlots(keras.metrics.Metric):
         self.output_stats = variable((slots, n, 3), "output_stats")
         self.losses = variable((slots, n), "losses")
         self.sample_ids = variable((slots, n), "sample_ids", "int32")
+        # The flight recorder's step scalars (`flight.SCALARS`) of a training step.
+        self.flight = variable((slots, len(flight.SCALARS)), "flight")
         self.head_losses = (
             None
             if heads is None
@@ -102,8 +106,12 @@ class StepSlots(keras.metrics.Metric):
         }
 
     # -- in the step ---------------------------------------------------------------
-    def record(self, image: Any, metadata: dict, y: Any, y_pred: Any) -> None:
-        """Counts the step and, if it is wanted, keeps its capture in its slot."""
+    def record(
+        self, image: Any, metadata: dict, y: Any, y_pred: Any, recorded: Any = None
+    ) -> None:
+        """Counts the step and, if it is wanted (scheduled, named by the host, or
+        triggered: `recorded`, the flight recorder's tensors), keeps its capture in
+        its slot."""
         ops = keras.ops
         current = self.counter.value
         hit = ops.any(ops.equal(self.want.value, current))
@@ -111,6 +119,9 @@ class StepSlots(keras.metrics.Metric):
             hit = ops.logical_or(hit, ops.equal(current % self.every_n, 0))
         if self.below:
             hit = ops.logical_or(hit, ops.less(current, self.below))
+        if recorded is not None:
+            hit = ops.logical_or(hit, ops.greater(recorded["trigger"], 0))
+            self.saw_flight = True
         slot = ops.expand_dims(ops.expand_dims(current % self.slots, 0), 0)
         named = [
             (name, buffer)
@@ -122,7 +133,7 @@ class StepSlots(keras.metrics.Metric):
             return [buffer.value for _, buffer in named]
 
         def write():
-            arrays = self.selector.select(image, metadata, y, y_pred)
+            arrays = self.selector.select(image, metadata, y, y_pred, recorded)
             if "sample_ids" in arrays:
                 self.saw_sample_ids = True
             arrays["filled_step"] = current
@@ -171,6 +182,8 @@ class StepSlots(keras.metrics.Metric):
             names.append("head_losses")
         if self.image_sizes is not None:
             names.append("image_sizes")
+        if self.saw_flight:
+            names.append("flight")
         if selector.maps is not None:
             names.append("output_maps")
             if selector.maps.has_label_map:
@@ -194,8 +207,107 @@ class StepSlots(keras.metrics.Metric):
             for name in STEP_ARRAYS:
                 value = arrays.get(name)
                 item[name] = None if value is None else value[slot, :count]
+            if "flight" in arrays:
+                item["flight"] = arrays["flight"][slot]
             captured.append(item)
         return captured
+
+
+class CompositionSlots(keras.metrics.Metric):
+    """Every training step's composition, in rings in the JAX metrics state.
+
+    The same rings as the TensorFlow adapter's `CompositionRing` (`steps` rows of the
+    step scalars of `flight.SCALARS` and of where the step's ids start in the flat
+    `ids` ring and how many; three counters: steps written, ids written, triggers),
+    written with `keras.ops` in every training step. The host reads the counters
+    after each execution and the rings only when half full, at a trigger and at the
+    end of an epoch (`flight.ring_rows`). int32 counters: 2**31 sample ids per fit.
+    """
+
+    def __init__(
+        self, steps: int = 4096, ids: int = 2**18, name="tb_batch_images_composition"
+    ):
+        super().__init__(name=name)
+        self.steps, self.size = steps, ids
+        self.start_step = 0
+        self.read_rows = self.read_ids = 0  # already handed to the host
+        self.has_ids = False  # set when traced: the batches carry ids
+
+        def variable(shape, name, dtype, value=0):
+            return self.add_variable(
+                shape=shape,
+                initializer=keras.initializers.Constant(value),
+                dtype=dtype,
+                name=name,
+            )
+
+        self.scalars = variable((steps, len(flight.SCALARS)), "scalars", "float32")
+        self.spans = variable((steps, 2), "spans", "int32")
+        self.ids = variable((ids,), "ids", "int32", -1)
+        self.counters = variable((3,), "counters", "int32")
+
+    def buffers(self) -> dict[str, Any]:
+        return {
+            "scalars": self.scalars,
+            "spans": self.spans,
+            "ids": self.ids,
+            "counters": self.counters,
+        }
+
+    # -- in the step ---------------------------------------------------------------
+    def record(self, scalars: Any, ids: Any) -> None:
+        ops = keras.ops
+        counters = self.counters.value
+        written, position = counters[0], counters[1]
+        row = ops.reshape(written % self.steps, (1, 1))
+        count = 0
+        if ids is not None:
+            self.has_ids = True
+            flat = ops.cast(ops.reshape(ids, (-1,)), "int32")[: self.size // 4]
+            count = int(flat.shape[0])
+            at = (position + ops.arange(count, dtype="int32")) % self.size
+            self.ids.assign(
+                ops.scatter_update(self.ids.value, ops.expand_dims(at, 1), flat)
+            )
+        scalars = ops.cast(ops.reshape(scalars, (1, -1)), "float32")
+        self.scalars.assign(ops.scatter_update(self.scalars.value, row, scalars))
+        span = ops.reshape(ops.stack([position, ops.full((), count, "int32")]), (1, 2))
+        self.spans.assign(ops.scatter_update(self.spans.value, row, span))
+        triggered = ops.cast(ops.greater(scalars[0, 0], 0), "int32")
+        self.counters.assign(
+            ops.stack([written + 1, position + count, counters[2] + triggered])
+        )
+
+    # -- Keras's metric protocol ---------------------------------------------------
+    def update_state(self, *args, **kwargs) -> None:
+        """Nothing: the adapter calls `record` in the step."""
+
+    def reset_state(self) -> None:
+        """Nothing: Keras resets metrics each epoch; the rings span the fit."""
+
+    def result(self) -> dict:
+        return {}
+
+    # -- on the host ---------------------------------------------------------------
+    def begin_fit(self, start_step: int) -> None:
+        """Empty rings; the first row is step `start_step` (before the first step)."""
+        self.start_step = int(start_step)
+        self.read_rows = self.read_ids = 0
+        self.counters.assign(np.zeros(3, np.int32))
+
+    def needs_reading(self, counters: np.ndarray) -> bool:
+        """Whether the rings are half full since the last read."""
+        return (
+            int(counters[0]) - self.read_rows >= self.steps // 2
+            or int(counters[1]) - self.read_ids >= self.size // 2
+        )
+
+    def rows(self, arrays: dict[str, np.ndarray]) -> dict[str, Any] | None:
+        """The rows written since the last read, from numpy copies of `buffers`."""
+        rows = flight.ring_rows(arrays, self.start_step, self.read_rows, self.has_ids)
+        self.read_rows = int(arrays["counters"][0])
+        self.read_ids = int(arrays["counters"][1])
+        return rows
 
 
 def _padded(images: Any, shape: Any) -> Any:

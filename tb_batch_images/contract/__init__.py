@@ -5,13 +5,19 @@
 - `limits`: what a reader accepts (and the writer keeps to);
 - `records`: summary metadata and the JSON record of a step, encoded and decoded;
 - `schema`: the validator every reader runs on a record;
-- `sample_stats`: the per-epoch sample-statistics value and the suspect ranking.
+- `sample_stats`: the per-epoch sample-statistics value and the suspect ranking;
+- `composition`: every training step's loss, trigger and sample ids, in blocks.
 
 Neither Keras nor TensorFlow is imported here (`.importlinter` holds it to that):
 the TensorBoard plugin and `read_batches` depend on this package alone.
 """
 
 from tb_batch_images.contract import limits, names
+from tb_batch_images.contract.composition import (
+    CompositionBlock,
+    decode_composition,
+    encode_composition,
+)
 from tb_batch_images.contract.names import *  # noqa: F403
 from tb_batch_images.contract.records import (
     decode_record,
@@ -34,6 +40,9 @@ from tb_batch_images.contract.schema import (
 
 __all__ = [
     "Checked",
+    "CompositionBlock",
+    "decode_composition",
+    "encode_composition",
     "SampleStatsEpoch",
     "check_batch_record",
     "check_status_record",

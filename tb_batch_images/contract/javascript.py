@@ -57,7 +57,19 @@ EXPORTS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "FLAG_CLIPPED",
             "FLAG_RESCALED",
             "FLAG_LABEL_OUT_OF_RANGE",
+            "FLAG_LOSS_NON_FINITE",
+            "FLAG_PREDICTION_NON_FINITE",
             "FLAGS",
+        ),
+    ),
+    (
+        "Why a batch was logged (the record's `trigger`), and the composition's codes.",
+        (
+            "TRIGGER_SCHEDULE",
+            "TRIGGER_NON_FINITE",
+            "TRIGGER_SPIKE",
+            "TRIGGERS",
+            "TRIGGER_CODES",
         ),
     ),
     (

@@ -20,14 +20,29 @@ SAMPLE_STATS_TAG = "batch_images_sample_stats"
 # they appear in a training batch: batch records of their own tag and series kind.
 WATCHLIST_TAG = "batch_images_watchlist"
 
+# Every training step's composition (sample ids and batch loss), in blocks of steps:
+# the loss curve and the file list of any step (docs/format.md, "Composition").
+COMPOSITION_TAG = "batch_images_composition"
+
 # What a time series holds: the `kind` of its SummaryMetadata.plugin_data.content.
 SERIES_BATCHES = "batches"
 SERIES_STATUS = "status"
 SERIES_SAMPLE_STATS = "sample_stats"
 SERIES_WATCHLIST = "watchlist"
+SERIES_COMPOSITION = "composition"
 # Series whose values are batch records (element 0) followed by images.
 BATCH_SERIES = (SERIES_BATCHES, SERIES_WATCHLIST)
 SAMPLE_STATS_VERSION = 1
+COMPOSITION_VERSION = 1
+
+# Why a batch was logged: the record's `trigger` (docs/format.md). A batch the schedule
+# chose is "schedule" unless the step was also an anomaly.
+TRIGGER_SCHEDULE = "schedule"
+TRIGGER_NON_FINITE = "non_finite"
+TRIGGER_SPIKE = "spike"
+TRIGGERS = (TRIGGER_SCHEDULE, TRIGGER_NON_FINITE, TRIGGER_SPIKE)
+# The composition's per-step trigger codes: index into this tuple (0: no trigger).
+TRIGGER_CODES = ("", TRIGGER_NON_FINITE, TRIGGER_SPIKE)
 
 # The columns of a sample-stats value, in order (float32, one row per sample id).
 SAMPLE_STATS_COLUMNS = (
@@ -61,6 +76,8 @@ FLAG_CONSTANT = "constant"
 FLAG_CLIPPED = "clipped"
 FLAG_RESCALED = "rescaled"
 FLAG_LABEL_OUT_OF_RANGE = "label_out_of_range"
+FLAG_LOSS_NON_FINITE = "loss_non_finite"  # the sample's loss is NaN or Inf
+FLAG_PREDICTION_NON_FINITE = "prediction_non_finite"  # an output is NaN or Inf
 FLAGS = (
     FLAG_NAN,
     FLAG_INF,
@@ -68,6 +85,8 @@ FLAGS = (
     FLAG_CLIPPED,
     FLAG_RESCALED,
     FLAG_LABEL_OUT_OF_RANGE,
+    FLAG_LOSS_NON_FINITE,
+    FLAG_PREDICTION_NON_FINITE,
 )
 
 # How a record's masks read (docs/format.md, "masks"): class maps, one sigmoid

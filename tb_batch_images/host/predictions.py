@@ -87,6 +87,17 @@ def describe_sample(
         )
     else:  # regression, dense maps, anything else: raw values and a summary
         _raw(fields, output, label if has_label else None, output_stats, output_shape)
+        return fields, flags
+    if not np.all(np.isfinite(output)):
+        # A NaN or Inf output is no class: no prediction (the record's sample has
+        # the `prediction_non_finite` flag; the gallery shows "NaN").
+        fields.update(
+            prediction=None,
+            prediction_name=None,
+            confidence=None,
+            correct=None,
+            top_k=[],
+        )
     return fields, flags
 
 

@@ -39,6 +39,7 @@ class RecordOptions:
     top_k: int
     backend: str
     preprocessing: str | None = None  # a keras.applications preset, undone for display
+    spike_threshold: float = 6.0  # a spike's culprits: losses above mean + this * dev
 
 
 @dataclasses.dataclass
@@ -84,6 +85,8 @@ def build_elements(
             _add_masks(sample, batch, i, selector, from_logits, mask_images)
         samples.append(sample)
     record = _header(batch, sequence, dropped, layout, options, pictures)
+    if batch.mode == "train" and options.selection != "watchlist":
+        record.update(_trigger_fields(batch, samples, options))
     record.update(task=_record_task(task, output_shape), samples=samples)
     record["num_classes"] = _num_classes(task, output_shape)
     record["samples_logged"] = len(samples)
@@ -164,7 +167,7 @@ def _sample(
             if batch.losses is None
             else predictions.finite_or_none(batch.losses[i])
         ),
-        "flags": pictures.flags[i] + label_flags,
+        "flags": pictures.flags[i] + label_flags + _non_finite_flags(batch, i),
         "image_shape": pictures.shapes[i],
     }
     heads = selector.heads
@@ -180,6 +183,24 @@ def _sample(
     if batch.processes is not None:
         sample["process"] = int(batch.processes[i])
     return sample
+
+
+def _non_finite_flags(batch: CapturedBatch, i: int) -> list[str]:
+    """`loss_non_finite`, `prediction_non_finite`: the sample's loss or any of its
+    outputs (the kept values, and the min/max/mean of all) is NaN or Inf."""
+    flags = []
+    if batch.losses is not None and not np.isfinite(batch.losses[i]):
+        flags.append(names.FLAG_LOSS_NON_FINITE)
+    outputs_bad = batch.outputs is not None and not np.all(
+        np.isfinite(batch.outputs[i])
+    )
+    if batch.output_stats is not None and not np.all(
+        np.isfinite(batch.output_stats[i])
+    ):
+        outputs_bad = True
+    if outputs_bad:
+        flags.append(names.FLAG_PREDICTION_NON_FINITE)
+    return flags
 
 
 def _add_masks(
@@ -203,6 +224,46 @@ def _add_masks(
         if png is not None:
             sample[field] = len(batch.positions) + len(mask_images)
             mask_images.append(png)
+
+
+def _trigger_fields(
+    batch: CapturedBatch, samples: list[dict[str, Any]], options: RecordOptions
+) -> dict[str, Any]:
+    """Why the batch was logged (`trigger`), the step's loss and its running
+    statistics, and on a triggered step each sample's `culprit` (docs/format.md)."""
+    code = batch.trigger_code
+    trigger = (
+        names.TRIGGER_CODES[code]
+        if 0 < code < len(names.TRIGGER_CODES)
+        else names.TRIGGER_SCHEDULE
+    )
+    fields: dict[str, Any] = {"trigger": trigger}
+    if batch.flight is None:
+        return fields
+    _, loss, mean, deviation, non_finite = (float(v) for v in batch.flight[:5])
+    fields.update(
+        batch_loss=predictions.finite_or_none(loss),
+        batch_loss_finite=bool(np.isfinite(loss)),
+        loss_mean=predictions.finite_or_none(mean),
+        loss_deviation=predictions.finite_or_none(deviation),
+        non_finite_samples=int(non_finite) if np.isfinite(non_finite) else 0,
+    )
+    if trigger == names.TRIGGER_SCHEDULE:
+        return fields
+    spread = max(deviation, 0.1 * abs(mean))
+    line = mean + options.spike_threshold * spread
+    for i, sample in enumerate(samples):
+        flags = sample.get("flags") or []
+        if trigger == names.TRIGGER_NON_FINITE:
+            culprit = any(
+                flag in flags
+                for flag in (names.FLAG_NAN, names.FLAG_INF, names.FLAG_LOSS_NON_FINITE)
+            )
+        else:
+            value = None if batch.losses is None else float(batch.losses[i])
+            culprit = value is not None and np.isfinite(value) and value > line
+        sample["culprit"] = bool(culprit)
+    return fields
 
 
 def _warn_no_masks(selector: SampleSelector, output_shape: list, warn: Warn) -> None:

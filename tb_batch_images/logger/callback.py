@@ -124,6 +124,34 @@ class BatchImageLogger(keras.callbacks.Callback):
             `0` turns it off. Device memory: `watchlist` pictures at their logged
             size, float32 unless uint8 (32 of 64x64x3: about 1.6 MB), plus 8 KiB
             each.
+        log_non_finite: also log, besides the schedule, a training batch whose loss,
+            any sample's loss or any input value (of any sample of the batch) is NaN
+            or Inf, decided inside the compiled step. The first such step always;
+            after that the next waits `trigger_cooldown` steps, each later wait
+            twice the one before. The record's `trigger` is `"non_finite"`, the
+            culprit samples come first and are marked. Defaults to True. Works with
+            `keras.callbacks.TerminateOnNaN`: the batch is on disk before training
+            stops.
+        log_spikes: also log a training batch whose loss spikes: after
+            `spike_warmup` steps, a loss more than `spike_threshold` deviations above
+            the running mean (exponential moving mean and deviation over about the
+            last 100 steps; the deviation taken as at least a tenth of the mean),
+            at most one every `trigger_cooldown` steps. The record's `trigger` is
+            `"spike"`, its highest-loss samples first. Defaults to True.
+        spike_threshold: running deviations above the running mean that make a
+            spike. Defaults to 6.0.
+        spike_warmup: training steps with a finite loss before a spike can
+            trigger. Defaults to 100.
+        trigger_cooldown: steps between two triggers of one kind (see
+            `log_non_finite`). Defaults to 100.
+        log_composition: record every training step's batch loss and sample ids
+            (`x["sample_id"]`), kept on the device and written in blocks of 1,000
+            steps under the `batch_images_composition` tag: the gallery's loss
+            curve, and the file list of any step, logged or not. Defaults to True.
+
+    A model whose loss Keras cannot give per sample (a custom `compute_loss`) still
+    gets the batch-level triggers from its step's scalar loss (its `compute_loss`
+    is wrapped for the fit); a setup where a trigger cannot work says so once.
 
     Example:
 
@@ -182,6 +210,12 @@ class BatchImageLogger(keras.callbacks.Callback):
         sample_stats: bool | None = None,
         num_samples: int | None = None,
         watchlist: int = 32,
+        log_non_finite: bool = True,
+        log_spikes: bool = True,
+        spike_threshold: float = 6.0,
+        spike_warmup: int = 100,
+        trigger_cooldown: int = 100,
+        log_composition: bool = True,
     ):
         super().__init__()
         options = LoggerOptions.checked(
@@ -207,6 +241,12 @@ class BatchImageLogger(keras.callbacks.Callback):
             sample_stats=sample_stats,
             num_samples=num_samples,
             watchlist=watchlist,
+            log_non_finite=log_non_finite,
+            log_spikes=log_spikes,
+            spike_threshold=spike_threshold,
+            spike_warmup=spike_warmup,
+            trigger_cooldown=trigger_cooldown,
+            log_composition=log_composition,
         )
         # The arguments, as checked, under their own names (as Keras's callbacks).
         for field in dataclasses.fields(options):

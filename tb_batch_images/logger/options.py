@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from tb_batch_images import contract
+from tb_batch_images.capture.flight import TriggerSettings
 from tb_batch_images.capture.options import SELECTIONS, CaptureOptions
 from tb_batch_images.capture.schedule import Schedule
 from tb_batch_images.host import pixels
@@ -48,6 +49,12 @@ class LoggerOptions:
     sample_stats: bool | None = None
     num_samples: int | None = None
     watchlist: int = 32
+    log_non_finite: bool = True
+    log_spikes: bool = True
+    spike_threshold: float = 6.0
+    spike_warmup: int = 100
+    trigger_cooldown: int = 100
+    log_composition: bool = True
 
     @classmethod
     def checked(
@@ -75,6 +82,12 @@ class LoggerOptions:
         sample_stats: bool | None,
         num_samples: int | None,
         watchlist: int,
+        log_non_finite: bool = True,
+        log_spikes: bool = True,
+        spike_threshold: float = 6.0,
+        spike_warmup: int = 100,
+        trigger_cooldown: int = 100,
+        log_composition: bool = True,
     ) -> LoggerOptions:
         """The options, or a ValueError naming the argument and what it accepts."""
         if not isinstance(log_dir, str) or not log_dir:
@@ -94,6 +107,25 @@ class LoggerOptions:
             raise ValueError(
                 f"sample_stats must be None, True or False, got {sample_stats!r}"
             )
+        for name, value in (
+            ("log_non_finite", log_non_finite),
+            ("log_spikes", log_spikes),
+            ("log_composition", log_composition),
+        ):
+            if not isinstance(value, bool):
+                raise ValueError(f"{name} must be True or False, got {value!r}")
+        if (
+            isinstance(spike_threshold, bool)
+            or not isinstance(spike_threshold, int | float)
+            or not math.isfinite(spike_threshold)
+            or spike_threshold <= 0
+        ):
+            raise ValueError(
+                f"spike_threshold must be a number > 0 (running deviations above the "
+                f"running mean), got {spike_threshold!r}"
+            )
+        _check_int("spike_warmup", spike_warmup, minimum=0)
+        _check_int("trigger_cooldown", trigger_cooldown, minimum=1)
         _check_choice("selection", selection, SELECTIONS)
         _check_choice("image_format", image_format, contract.IMAGE_FORMATS)
         value_range = _checked_range(value_range)
@@ -134,9 +166,24 @@ class LoggerOptions:
             sample_stats=sample_stats,
             num_samples=num_samples,
             watchlist=watchlist,
+            log_non_finite=log_non_finite,
+            log_spikes=log_spikes,
+            spike_threshold=float(spike_threshold),
+            spike_warmup=spike_warmup,
+            trigger_cooldown=trigger_cooldown,
+            log_composition=log_composition,
         )
 
-    # -- each piece's view --------------------------------------------------------
+    # -- each piece's view ---------------------------------------------------------
+    def triggers(self) -> TriggerSettings:
+        return TriggerSettings(
+            non_finite=self.log_non_finite,
+            spike=self.log_spikes,
+            threshold=self.spike_threshold,
+            warmup=self.spike_warmup,
+            cooldown=self.trigger_cooldown,
+        )
+
     def capture(self) -> CaptureOptions:
         return CaptureOptions(
             samples_per_batch=self.samples_per_batch,
@@ -159,6 +206,7 @@ class LoggerOptions:
             top_k=self.top_k,
             backend=backend,
             preprocessing=self.preprocessing,
+            spike_threshold=self.spike_threshold,
         )
 
     def data_map(self) -> DataMapSettings:

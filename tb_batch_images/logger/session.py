@@ -19,10 +19,12 @@ from typing import Any
 import keras
 import numpy as np
 
-from tb_batch_images.capture import backends, losses
+from tb_batch_images import contract
+from tb_batch_images.capture import backends, flight, keras_internals, losses
 from tb_batch_images.capture.batch import CapturedBatch, merge_batches
 from tb_batch_images.capture.selector import SampleSelector
 from tb_batch_images.host import record
+from tb_batch_images.host.composition import CompositionLog
 from tb_batch_images.host.writer import BackgroundWriter
 from tb_batch_images.logger.data_map import DataMapTracker
 from tb_batch_images.logger.options import LoggerOptions
@@ -52,6 +54,12 @@ class CaptureSession:
         self._selectors: dict[str, SampleSelector | None] = {}
         self._pending_validation: list[CapturedBatch] = []
         self._task, self._from_logits = "raw", False
+        self.flight: flight.FlightRecorder | None = None
+        self.composition = (
+            CompositionLog(filenames=options.filenames)
+            if options.log_composition
+            else None
+        )
 
     # -- the model ------------------------------------------------------------------
     def install(self, model: keras.Model) -> None:
@@ -72,8 +80,41 @@ class CaptureSession:
             model, self.settings.data_map(), adapter, self.warn
         )
         adapter.data_map = self.data_map
+        self._install_flight(model, adapter)
+
+    def _install_flight(self, model: keras.Model, adapter: backends.Adapter) -> None:
+        """The flight recorder (triggers, composition) joins the model's metrics."""
+        settings = self.settings.triggers()
+        if not (settings.any or self.settings.log_composition):
+            return
+        problem = None
+        if not keras_internals.can_attach_metrics(model):
+            problem = (
+                f"Keras {keras_internals.KERAS_VERSION} keeps the model's metrics "
+                f"where the logger cannot add its recorder"
+            )
+        elif keras.backend.backend() == "tensorflow" and adapter.num_replicas() > 1:
+            problem = "a tf.distribute strategy with several replicas"
+        if problem is not None:
+            self.warn(
+                "flight_off",
+                f"the triggers (non-finite, spike) and the per-step composition are "
+                f"off: {problem}",
+            )
+            return
+        if keras.backend.backend() == "tensorflow":
+            with model.distribute_strategy.scope():
+                recorder = flight.FlightRecorder(settings)
+        else:
+            recorder = flight.FlightRecorder(settings)
+        keras_internals.attach_metric(model, recorder)
+        self.flight = recorder
+        adapter.attach_flight(recorder)
 
     def uninstall(self) -> None:
+        if self.flight is not None and self.model is not None:
+            keras_internals.detach_metric(self.model, self.flight)
+        self.flight = None
         if self.data_map is not None:
             self.data_map.uninstall()
             self.data_map = None
@@ -88,6 +129,8 @@ class CaptureSession:
         self._fit_history = getattr(model, "history", None)
         self.global_step = _optimizer_step(model)
         self.schedule.epoch_base = self.global_step
+        if self.composition is not None:
+            self.composition.begin_fit()
         self._disabled = {}
         adapter = self.adapter
         loss = getattr(model, "loss", None)
@@ -141,6 +184,10 @@ class CaptureSession:
 
     def end_epoch(self, epoch: int) -> None:
         self.sync_step()
+        if self.adapter is not None:
+            self.adapter.flight_flush()
+        if self.composition is not None and self.composition.due():
+            self._write_composition(force=True)
         if self.data_map is not None:
             self.data_map.write(
                 epoch, self.global_step, self.writer, self.batch_encoder
@@ -156,6 +203,12 @@ class CaptureSession:
         KeyboardInterrupt inside a training step (Keras then skips on_train_end).
         """
         self._in_fit = False
+        if self.adapter is not None:
+            try:
+                self.adapter.flight_flush()
+            except Exception as error:  # the device may be gone: keep what we have
+                self.warn("composition", f"could not read the last steps ({error})")
+        self._write_composition(force=True)
         if self.data_map is not None:
             self.data_map.write(
                 self.epoch,
@@ -220,6 +273,7 @@ class CaptureSession:
         self._prepare_display(selector)
         replicas = self.adapter.num_replicas()
         epoch_base = self.schedule.epoch_base
+        triggered = False
         for item in items:
             if mode == "train":
                 step, batch = item["counter"], item["counter"] - epoch_base
@@ -236,8 +290,31 @@ class CaptureSession:
             )
             if mode == "train":
                 self.writer.submit(captured)
+                triggered = triggered or captured.trigger_code > 0
             else:  # written together at the end of validation: one record per step
                 self._pending_validation.append(captured)
+        if triggered:  # before a later callback can stop training: on disk now
+            self._write_composition(force=True)
+            self.writer.flush(status_extra=self._status_extra())
+
+    def composed(self, rows: dict[str, Any]) -> None:
+        """Takes the composition of training steps; writes full blocks."""
+        if self.composition is None or self.writer is None:
+            return
+        self.composition.add(rows)
+        self._write_composition(force=False)
+
+    def _write_composition(self, force: bool) -> None:
+        if self.composition is None or self.writer is None:
+            return
+        for first_step, elements in self.composition.blocks(force):
+            self.writer.submit_summary(
+                "train",
+                contract.COMPOSITION_TAG,
+                contract.SERIES_COMPOSITION,
+                first_step,
+                elements,
+            )
 
     def warn(self, key: str, message: str) -> None:
         """One warning per key, and remembered for the status record."""

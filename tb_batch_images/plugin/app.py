@@ -19,7 +19,14 @@ from tensorboard.plugins import base_plugin
 from werkzeug import wrappers
 
 from tb_batch_images import contract
-from tb_batch_images.plugin import answers, image_keys, sample_stats, static, store
+from tb_batch_images.plugin import (
+    answers,
+    composition,
+    image_keys,
+    sample_stats,
+    static,
+    store,
+)
 from tb_batch_images.plugin.requests import (
     MAX_PAGE,
     choice,
@@ -71,6 +78,7 @@ class BatchImagesPlugin(base_plugin.TBPlugin):
 
     def __init__(self, context: base_plugin.TBContext):
         self._data = BatchImagesData(context.data_provider)
+        self._composition = composition.CompositionData(self._data)
         self._provider = context.data_provider
         self._frontend = static.frontend_files(static.frontend_dir())
 
@@ -85,6 +93,8 @@ class BatchImagesPlugin(base_plugin.TBPlugin):
             "/sample_stats_runs": self._serve_sample_stats_runs,
             "/sample": self._serve_sample,
             "/sample_pictures": self._serve_sample_pictures,
+            "/loss_curve": self._serve_loss_curve,
+            "/composition": self._serve_composition,
             "/index.js": self._serve_index,
             "/static/*": self._serve_static,
         }
@@ -236,6 +246,40 @@ class BatchImagesPlugin(base_plugin.TBPlugin):
             request,
             {"appearances": appearances, "total": len(found), "limit": limit},
         )
+
+    @_route
+    def _serve_loss_curve(self, request: wrappers.Request) -> wrappers.Response:
+        ctx, experiment = context(request)
+        run = required(request, "run")
+        start = integer(request, "start") if request.args.get("start") else None
+        end = integer(request, "end") if request.args.get("end") else None
+        buckets = integer(
+            request,
+            "buckets",
+            default=composition.DEFAULT_BUCKETS,
+            minimum=1,
+            maximum=composition.MAX_BUCKETS,
+        )
+        curve = self._composition.curve(ctx, experiment, run)
+        try:
+            series = self._data.batch_series(ctx, experiment, run, contract.BATCHES_TAG)
+            logged = [ref.step for ref in series.steps]
+        except errors.NotFoundError:
+            logged = []
+        answer = composition.loss_curve(curve, logged, start, end, buckets)
+        return _json(request, {"run": run, **answer})
+
+    @_route
+    def _serve_composition(self, request: wrappers.Request) -> wrappers.Response:
+        ctx, experiment = context(request)
+        run, step = required(request, "run"), integer(request, "step")
+        answer = self._composition.step(ctx, experiment, run, step)
+        try:
+            series = self._data.batch_series(ctx, experiment, run, contract.BATCHES_TAG)
+            answer["logged"] = step in series.by_step
+        except errors.NotFoundError:
+            answer["logged"] = False
+        return _json(request, answer)
 
     # -- frontend ---------------------------------------------------------------
     @_route

@@ -215,6 +215,10 @@ class BatchImagesData:
             max_workers=PARALLEL_READS, thread_name_prefix="batch_images_read"
         )
 
+    def pool_map(self, function: Any, items: Iterable[Any]) -> Iterable[Any]:
+        """`function` over `items` on the read pool (provider reads overlap)."""
+        return self._pool.map(function, items)
+
     # -- time series ----------------------------------------------------------
     def all_series(self, ctx: Any, experiment: str) -> list[Series]:
         """Every batch_images time series now, each refreshed if it changed."""

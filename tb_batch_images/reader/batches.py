@@ -44,6 +44,11 @@ class LoggedSample:
     label_mask: np.ndarray | None = None
     prediction_mask: np.ndarray | None = None
 
+    @property
+    def culprit(self) -> bool:
+        """On a triggered batch: this sample is what triggered it (docs/format.md)."""
+        return bool(self.record.get("culprit", False))
+
 
 @dataclasses.dataclass
 class LoggedBatch:
@@ -65,6 +70,12 @@ class LoggedBatch:
     record: dict[str, Any]
     error: str | None = None
     warnings: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def trigger(self) -> str | None:
+        """Why the batch was logged: `"schedule"`, `"non_finite"` or `"spike"`
+        (None for records written before triggers existed, and watchlist batches)."""
+        return self.record.get("trigger")
 
 
 def read_batches(

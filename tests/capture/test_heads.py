@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tb_batch_images import BatchImageLogger, read_batches
+from tb_batch_images import BatchImageLogger, read_batches, read_composition
 from tests.fixtures import rig
 
 SAMPLES = 40
@@ -124,6 +124,10 @@ def train(tmp_path: Path, kind: str, compile_kwargs=None, **logger_kwargs):
         **logger_kwargs,
     )
     model.fit(_data(kind), epochs=2, callbacks=[logger], verbose=0)
+    # The flight recorder runs on several heads too: every step's loss and ids.
+    composition = read_composition(str(tmp_path))
+    assert list(composition.steps) == list(range(2 * SAMPLES // BATCH))
+    assert np.all(np.isfinite(composition.losses))
     batches = [b for b in read_batches(str(tmp_path)) if b.mode == "train"]
     return batches, recorder.history(), {n: r.history() for n, r in heads.items()}
 

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import keras
 
 from tb_batch_images.capture import (
+    flight,
     heads,
     image_source,
     losses,
@@ -36,6 +37,7 @@ from tb_batch_images.capture.selector import SampleSelector
 # (the aux output of jax.value_and_grad), wrapped in a dict with these keys.
 STASHED_Y_PRED = "_tb_batch_images_y_pred"
 STASHED_IMAGE = "_tb_batch_images_image"
+STASHED_LOSS = "_tb_batch_images_loss"
 _STEP_NAMES = {"train": "train_step", "validation": "test_step"}
 FUNCTION_NAMES = {"train": "train_function", "validation": "test_function"}
 
@@ -72,6 +74,10 @@ class CaptureHost(Protocol):
     def collected(self, mode: str, items: list[dict[str, Any]]) -> None:
         """Takes the samples an execution captured (one dict per step)."""
 
+    def composed(self, rows: dict[str, Any]) -> None:
+        """Takes training steps' composition: `steps` [n], `scalars` [n, 5]
+        (`flight.SCALARS`), `ids` (a list of n int arrays, or None)."""
+
 
 class Adapter:
     """Wraps one model's steps for one backend. Subclasses fill in the capture."""
@@ -95,6 +101,8 @@ class Adapter:
         self._undo: Callable | None = None
         # Set by the logger: the data map, updated in every train step.
         self.data_map: Any = None
+        # Set by the logger: the flight recorder (triggers), or None when off.
+        self.flight: flight.FlightRecorder | None = None
         self._running: tuple[str, dict] | None = None  # (mode, metadata) in a step
 
     # -- installing ------------------------------------------------------------------
@@ -107,19 +115,36 @@ class Adapter:
             model, self.options.image_layer
         )
         self.find_heads()
-        self._installed = {"compute_metrics": model.__dict__.get("compute_metrics")}
+        self._installed = {
+            "compute_metrics": model.__dict__.get("compute_metrics"),
+            "compute_loss": model.__dict__.get("compute_loss"),
+        }
         compute_metrics = model.compute_metrics
+        compute_loss = model.compute_loss
         seen, stash = self._seen, self._stash
+
+        def recording_compute_loss(*args, **kwargs):
+            # The step's scalar loss, for the flight recorder's triggers. Keras's
+            # public method, also where a model overrides it.
+            loss = compute_loss(*args, **kwargs)
+            stash["loss"] = loss
+            return loss
 
         def recording_compute_metrics(x, y, y_pred, sample_weight=None):
             image = stash.get("image")
+            loss = stash.pop("loss", None)
             if isinstance(y_pred, dict) and STASHED_Y_PRED in y_pred:
-                image, y_pred = y_pred[STASHED_IMAGE], y_pred[STASHED_Y_PRED]
+                image = y_pred.get(STASHED_IMAGE)
+                loss = y_pred.get(STASHED_LOSS)
+                y_pred = y_pred[STASHED_Y_PRED]
             seen["y"], seen["y_pred"] = y, y_pred
             running, data_map = self._running, self.data_map
+            recorded = None
             if running is not None:
                 mode, metadata = running
-                self.record_in_step(mode, metadata, x, y, y_pred, image)
+                if self.flight is not None and mode == "train":
+                    recorded = seen["flight"] = self._flight_update(x, y, y_pred, loss)
+                self.record_in_step(mode, metadata, x, y, y_pred, image, recorded)
                 if data_map is not None and mode == "train":
                     data_map.update(metadata, y, y_pred, x=x, image=image)
             if image is not None:
@@ -127,6 +152,7 @@ class Adapter:
             return compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
         model.compute_metrics = recording_compute_metrics
+        model.compute_loss = recording_compute_loss
         for mode, step_name in _STEP_NAMES.items():
             self._installed[step_name] = model.__dict__.get(step_name)
             setattr(model, step_name, self._make_step(mode, getattr(model, step_name)))
@@ -146,6 +172,56 @@ class Adapter:
             return outputs
 
         layer.call = stashing_call
+
+    def _flight_update(self, x: Any, y: Any, y_pred: Any, loss: Any) -> Any:
+        """The flight recorder's step (inside the training step): its tensors."""
+        ops = keras.ops
+        try:
+            if y_pred is not None:  # a tensor, or a dict / list of heads
+                y_pred = keras.tree.map_structure(ops.stop_gradient, y_pred)
+            sample_losses = self.full_batch_losses(y, y_pred)
+            batch_loss = flight.loss_of_step(loss)
+            bad = flight.bad_inputs(x)
+            if bad is None:  # no float input: nothing to be NaN but the loss
+                batch = ops.shape(metadata_keys.first_leaf(x))[0]
+                bad = ops.zeros((batch,), "bool")
+            if batch_loss is None and sample_losses is None:
+                self.host.warn(
+                    "no_loss",
+                    "the loss-spike trigger is off: the model's step gives no loss "
+                    "(no compute_loss call, and no per-sample loss from the compiled "
+                    "loss); non-finite inputs still trigger",
+                )
+            result = self.flight.update_state(batch_loss, sample_losses, bad)
+        except Exception as error:  # never let logging stop training
+            self.host.warn(
+                "flight_off",
+                f"the triggers are off: they failed inside the step "
+                f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})",
+            )
+            self.flight = None
+            return None
+        result["sample_losses"] = sample_losses
+        return result
+
+    def full_batch_losses(self, y: Any, y_pred: Any) -> Any:
+        """[batch] per-sample loss of the logged head, or None (inside the step)."""
+        found = self.heads
+        if found is None:
+            label, output = (
+                metadata_keys.first_leaf(y),
+                metadata_keys.first_leaf(y_pred),
+            )
+            loss_fn = losses.per_sample_loss_fn(getattr(self.model, "loss", None))
+        else:
+            label, output = (
+                found.pick(y, found.chosen),
+                found.pick(y_pred, found.chosen),
+            )
+            loss_fn = found.loss_fns[found.chosen]
+        if label is None or output is None:
+            return None
+        return losses.per_sample_losses(loss_fn, label, output)
 
     def find_heads(self) -> None:
         """Which output gives the prediction and loss (raises ValueError for output=).
@@ -229,7 +305,7 @@ class Adapter:
                 layer.__dict__.pop("call", None)
             else:
                 layer.call = previous
-        for name in ("train_step", "test_step", "compute_metrics"):
+        for name in ("train_step", "test_step", "compute_metrics", "compute_loss"):
             if name not in self._installed:
                 continue
             previous = self._installed[name]
@@ -256,8 +332,9 @@ class Adapter:
             model_x, metadata = metadata_keys.strip_metadata(x, self.unwrap)
             data = keras.utils.pack_x_y_sample_weight(model_x, y, sample_weight)
             self.step_ran[mode] = True
-            if len(state) != state_arguments or not self.wants_capture(mode, x):
+            if len(state) != state_arguments:
                 return self._run_step(mode, metadata, original_step, *state, data)
+            wanted = self.wants_capture(mode, x)
             self._seen.clear()
             self._stash.clear()
             try:
@@ -266,6 +343,11 @@ class Adapter:
             finally:
                 self._seen.clear()
                 self._stash.clear()
+            recorded = seen.get("flight")
+            if recorded is not None:
+                result = self.record_flight(mode, metadata, recorded, result)
+            if not wanted and not self.triggered_now(mode, x, recorded):
+                return result
             if "y_pred" not in seen:
                 # A custom step that never called compute_metrics.
                 seen = {"y": y, "y_pred": None}
@@ -287,7 +369,7 @@ class Adapter:
                 metadata = {**metadata, metadata_keys.SOURCE_IMAGE: seen["image"]}
             try:
                 return self._capture(
-                    mode, x, metadata, seen["y"], seen["y_pred"], result
+                    mode, x, metadata, seen["y"], seen["y_pred"], result, recorded
                 )
             except specs.CaptureError as error:
                 self.host.disable(mode, str(error))
@@ -318,18 +400,40 @@ class Adapter:
         """Called with each step's result; returns the result Keras gets."""
         return result
 
-    def record_in_step(self, mode, metadata, x, y, y_pred, image) -> None:
+    def record_in_step(self, mode, metadata, x, y, y_pred, image, recorded) -> None:
         """Called inside the model's `compute_metrics` (where a step may change its
-        metrics state), with the step's metadata, `x`, `y`, `y_pred` and the source
-        layer's output (or None)."""
+        metrics state), with the step's metadata, `x`, `y`, `y_pred`, the source
+        layer's output (or None) and the flight recorder's tensors of a training
+        step (or None: `capture.flight`)."""
 
     def wants_capture(self, mode: str, x: Any) -> bool:
         """Whether this call of the step should compute the capture at all."""
         return self.host.capturing(mode)
 
-    def _capture(self, mode, x, metadata, y, y_pred, result):
-        """Captures the chosen samples of this step; returns the step's result."""
+    def triggered_now(self, mode: str, x: Any, recorded: Any) -> bool:
+        """Whether a step the schedule skips must capture anyway (an eager step
+        whose trigger fired); a compiled step decides that inside itself."""
+        return False
+
+    def _capture(self, mode, x, metadata, y, y_pred, result, recorded=None):
+        """Captures the chosen samples of this step; returns the step's result.
+
+        `recorded`: the flight recorder's tensors of this step (training), or None.
+        """
         raise NotImplementedError
+
+    def record_flight(self, mode: str, metadata: dict, recorded: dict, result: Any):
+        """Takes the step's composition and trigger out (inside the step); returns
+        the step's result."""
+        return result
+
+    def flight_flush(self) -> None:
+        """Hands every step's composition still on the device to the host."""
+
+    def attach_flight(self, recorder: flight.FlightRecorder) -> None:
+        """The flight recorder (already among the model's metrics), before any
+        step is traced."""
+        self.flight = recorder
 
     def begin_fit(self, start_step: int) -> None:
         """on_train_begin: the global step training starts at."""

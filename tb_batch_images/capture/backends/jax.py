@@ -9,7 +9,11 @@ inside `compute_metrics` (it counts itself, decides whether it is logged, and ke
 its selection in its slot). After each execution the adapter reads the slots from
 the state the execution returned, converting them to numpy only when the execution
 held a logged step; steps named by `log_steps` are written into the state before the
-execution. This needs the picture's layout before any step runs, from the model's
+execution. With the flight recorder on, a step whose trigger fired (non-finite, spike)
+fills its slot too, decided in the same step, and every training step's scalars and
+sample ids go into `step_slots.CompositionSlots`: after each execution the host reads
+its three counters (a few bytes), and the slots and rings only after a trigger, when
+the rings are half full, and at the end of each epoch. This needs the picture's layout before any step runs, from the model's
 declared inputs (`keras.Input`); a model without them (subclassed) falls back to the
 logs path of `logs.LogsAdapter` (every step with `steps_per_execution=1`, the last
 step of each execution otherwise).
@@ -31,12 +35,13 @@ from tb_batch_images import contract
 from tb_batch_images.capture import keras_internals, metadata_keys, specs, watchlist
 from tb_batch_images.capture.backends.base import (
     STASHED_IMAGE,
+    STASHED_LOSS,
     STASHED_Y_PRED,
     Unsupported,
 )
 from tb_batch_images.capture.backends.logs import LogsAdapter
 from tb_batch_images.capture.selector import SampleSelector
-from tb_batch_images.capture.step_slots import StepSlots
+from tb_batch_images.capture.step_slots import CompositionSlots, StepSlots
 
 
 class JaxAdapter(LogsAdapter):
@@ -47,6 +52,8 @@ class JaxAdapter(LogsAdapter):
         super().__init__(model, host)
         self.slots: dict[str, StepSlots] = {}  # empty: the logs path
         self._armed: dict[str, list[int] | None] = {}
+        self.ring: CompositionSlots | None = None  # the flight recorder's rings
+        self._triggers = 0  # the ring's trigger count, as last read
 
     def check_supported(self) -> None:
         is_nnx = getattr(keras.config, "is_nnx_enabled", lambda: False)
@@ -58,8 +65,7 @@ class JaxAdapter(LogsAdapter):
 
     def install(self) -> None:
         super().install()
-        if self.image_source is not None:
-            self._image_through_aux()
+        self._stash_through_aux()
         self._create_slots()
 
     def _create_slots(self) -> None:
@@ -86,14 +92,15 @@ class JaxAdapter(LogsAdapter):
                 return
         self.slots = created
 
-    def _image_through_aux(self) -> None:
-        """Brings the source layer's output out of `jax.value_and_grad`.
+    def _stash_through_aux(self) -> None:
+        """Brings the source layer's output and the step's loss out of
+        `jax.value_and_grad`.
 
         The forward pass runs inside the differentiated `compute_loss_and_updates`;
         a tensor stashed there is a tracer of that inner trace and cannot be used
-        after it. Its official exit is the aux output: the stashed output travels in
-        y_pred (a dict that `compute_metrics`, wrapped in `Adapter.install`, unpacks
-        before Keras's own `compute_metrics` sees y_pred).
+        after it. Its official exit is the aux output: the stashed output and loss
+        travel in y_pred (a dict that `compute_metrics`, wrapped in `Adapter.install`,
+        unpacks before Keras's own `compute_metrics` sees y_pred).
         """
         model, stash = self.model, self._stash
         self._installed["compute_loss_and_updates"] = model.__dict__.get(
@@ -103,20 +110,38 @@ class JaxAdapter(LogsAdapter):
 
         def compute_loss_and_updates(*args, **kwargs):
             stash.pop("image", None)
+            stash.pop("loss", None)
             loss, aux = original(*args, **kwargs)
             image = stash.pop("image", None)
-            if image is None:
+            step_loss = stash.pop("loss", None)
+            if image is None and (step_loss is None or self.flight is None):
                 return loss, aux
             unscaled_loss, y_pred, *rest = aux
-            y_pred = {STASHED_Y_PRED: y_pred, STASHED_IMAGE: image}
+            y_pred = {STASHED_Y_PRED: y_pred}
+            if image is not None:
+                y_pred[STASHED_IMAGE] = image
+            if step_loss is not None and self.flight is not None:
+                y_pred[STASHED_LOSS] = step_loss
             return loss, (unscaled_loss, y_pred, *rest)
 
         model.compute_loss_and_updates = compute_loss_and_updates
+
+    def attach_flight(self, recorder: Any) -> None:
+        """On the slots path the composition rings join the metrics state too."""
+        super().attach_flight(recorder)
+        if not self.slots or self.ring is not None:
+            return
+        ring = CompositionSlots()
+        if keras_internals.attach_metric(self.model, ring):
+            self.ring = ring
 
     def uninstall(self) -> None:
         for metric in self.slots.values():
             keras_internals.detach_metric(self.model, metric)
         self.slots = {}
+        if self.ring is not None:
+            keras_internals.detach_metric(self.model, self.ring)
+            self.ring = None
         if "compute_loss_and_updates" in self._installed:
             previous = self._installed.pop("compute_loss_and_updates")
             if previous is None:
@@ -136,6 +161,9 @@ class JaxAdapter(LogsAdapter):
             for metric in self.slots.values():
                 metric.filled_step.assign(np.full(metric.slots, -1, np.int32))
                 metric.want.assign(np.full(metric.slots, -1, np.int32))
+        self._triggers = 0
+        if self.ring is not None:
+            self.ring.begin_fit(start_step)
 
     def begin_validation(self) -> None:
         super().begin_validation()
@@ -164,6 +192,16 @@ class JaxAdapter(LogsAdapter):
             return False  # the slots capture inside compute_metrics
         return super().wants_capture(mode, x)
 
+    def triggered_now(self, mode: str, x: Any, recorded: Any) -> bool:
+        if self.slots:
+            return False  # the slots decide in the step
+        return super().triggered_now(mode, x, recorded)
+
+    def record_flight(self, mode, metadata, recorded, result):
+        if self.slots:
+            return result  # the rings are written in record_in_step
+        return super().record_flight(mode, metadata, recorded, result)
+
     def step_begins(self, mode: str, x: Any) -> None:
         if not self.slots:
             super().step_begins(mode, x)
@@ -178,7 +216,19 @@ class JaxAdapter(LogsAdapter):
             return 1
         return None  # a super-batch, a scan: not known from outside
 
-    def record_in_step(self, mode, metadata, x, y, y_pred, image) -> None:
+    def record_in_step(self, mode, metadata, x, y, y_pred, image, recorded) -> None:
+        if recorded is not None and self.ring is not None:
+            try:
+                self.ring.record(
+                    recorded["scalars"], metadata.get(contract.SAMPLE_ID_KEY)
+                )
+            except Exception as error:  # never let logging stop training
+                self.host.warn(
+                    "composition",
+                    f"the per-step composition is off: it failed inside the step "
+                    f"({type(error).__name__}: {error})",
+                )
+                self.ring = None
         metric = self.slots.get(mode)
         if metric is None or not self.host.capturing(mode):
             return
@@ -190,7 +240,7 @@ class JaxAdapter(LogsAdapter):
         if image is None:
             return
         try:
-            metric.record(keras.ops.stop_gradient(image), metadata, y, y_pred)
+            metric.record(keras.ops.stop_gradient(image), metadata, y, y_pred, recorded)
         except specs.CaptureError as error:
             self.host.disable(mode, str(error))
         except Exception as error:  # never let logging stop training
@@ -238,6 +288,10 @@ class JaxAdapter(LogsAdapter):
         buffers = metric.buffers()
         state = result[1] if isinstance(result, tuple) and len(result) == 2 else None
         values = keras_internals.jax_metric_values(self.model, state)
+        if mode == "train" and self.ring is not None and values is not None:
+            if self._read_composition(values):  # a trigger: its slot too
+                steps = self.host.schedule.execution_steps(mode, metric.slots)
+                wanted = sorted(set(wanted) | set(steps))
         variables = [buffers[name] for name in names]
         positions = keras_internals.jax_metric_positions(self.model, variables)
         if values is None or positions is None:
@@ -261,6 +315,51 @@ class JaxAdapter(LogsAdapter):
         except Exception as error:  # never let logging stop training
             self.host.warn("collect", f"could not read the captured batch ({error})")
             return []
+
+    def _read_composition(self, values: list) -> bool:
+        """Reads the rings' counters from the state an execution returned; hands
+        the rows to the host after a trigger or when half full. True: a trigger."""
+        ring = self.ring
+        buffers = ring.buffers()
+        positions = keras_internals.jax_metric_positions(
+            self.model, list(buffers.values())
+        )
+        if positions is None:
+            return False
+        at = dict(zip(buffers, positions, strict=True))
+        try:
+            counters = self.to_numpy(values[at["counters"]])
+            triggered = int(counters[2]) > self._triggers
+            self._triggers = int(counters[2])
+            if (triggered or ring.needs_reading(counters)) and self.is_writer():
+                arrays = {name: self.to_numpy(values[i]) for name, i in at.items()}
+                rows = ring.rows(arrays)
+                if rows is not None:
+                    self.host.composed(rows)
+        except Exception as error:  # never let logging stop training
+            self.host.warn("composition", f"could not read the composition ({error})")
+            return False
+        return triggered
+
+    def flight_flush(self) -> None:
+        """The rings from the variables (Keras puts the state back at an epoch's
+        end); inside an epoch they may be gone (the last reads stand)."""
+        if not self.slots:
+            super().flight_flush()
+            return
+        ring = self.ring
+        if ring is None or not self.is_writer():
+            return
+        try:
+            arrays = {
+                name: self.to_numpy(variable.value)
+                for name, variable in ring.buffers().items()
+            }
+        except Exception:  # purged inside an epoch
+            return
+        rows = ring.rows(arrays)
+        if rows is not None:
+            self.host.composed(rows)
 
     def logs_of(self, result: Any) -> Any:
         return result[0]  # train_step returns (logs, state)

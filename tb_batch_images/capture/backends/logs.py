@@ -5,10 +5,17 @@ The wrapped step adds the `SampleSelector` arrays to the logs it returns, under 
 private key; the adapter pops them before Keras or any callback sees the logs, and
 converts them to numpy only on the steps it logs. An eager step is seen one by one:
 its wrapper runs in Python for every step (each step of a `steps_per_execution` loop
-too), counts it, computes the selection only when the host wants that step, and pops
-it. A compiled step (`torch.compile`, `jax.jit`) computes the selection every step (a
-few gathers on `samples_per_batch` samples) and is seen per call of the function
-Keras built: one step per call, or the last of a call's steps.
+too), counts it, computes the selection only when the host wants that step or its
+trigger fired, and pops it. A compiled step (`torch.compile`, `jax.jit`) computes the
+selection every step (a few gathers on `samples_per_batch` samples) and is seen per
+call of the function Keras built: one step per call, or the last of a call's steps.
+
+With the flight recorder on (`capture.flight`), every training step also returns its
+five step scalars (trigger, batch loss, ...) and its sample ids under another key.
+After each execution the host reads the scalars (20 bytes a step, read where Keras
+reads the step's logs for the callbacks), keeps the arrays of a triggered step as of
+a scheduled one, and converts the ids in blocks (`ID_BLOCK` steps) for the composition
+(of the last step of a compiled call only, where a call runs several).
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ import keras
 import numpy as np
 
 from tb_batch_images import contract
-from tb_batch_images.capture import metadata_keys, specs
+from tb_batch_images.capture import flight, metadata_keys, specs
 from tb_batch_images.capture.backends.base import Adapter, CaptureHost
 from tb_batch_images.capture.backends.symbolic_build import STRINGS_OFF_TENSORFLOW
 from tb_batch_images.capture.batch import STEP_ARRAYS
@@ -29,6 +36,7 @@ LOGS_KEYS = {
     "train": "_tb_batch_images_train",
     "validation": "_tb_batch_images_validation",
 }
+ID_BLOCK = 256  # steps whose sample ids are converted to numpy together
 
 
 class LogsAdapter(Adapter):
@@ -41,12 +49,18 @@ class LogsAdapter(Adapter):
         self._want_now: dict[str, bool] = {}
         self._eager: dict[str, bool] = {}  # the last call's steps ran eagerly
         self._pending: list[dict[str, Any]] = []
+        # (mode, step, arrays, flight tensors, wanted) of the running execution
+        self._steps: list[tuple[str, int, Any, Any, bool]] = []
+        # composition not yet handed to the host: steps, scalars, ids (on the device)
+        self._rows: tuple[list[int], list[np.ndarray], list[Any]] = ([], [], [])
 
     def begin_fit(self, start_step: int) -> None:
         self.find_heads()
         self._selectors = {}
         self._counter = {"train": start_step, "validation": 0}
         self._pending = []
+        self._steps = []
+        self._rows = ([], [], [])
 
     def begin_validation(self) -> None:
         self._counter["validation"] = 0
@@ -67,16 +81,31 @@ class LogsAdapter(Adapter):
             return False
         return self.is_compiling(x) or self._want_now.get(mode, False)
 
-    def _capture(self, mode, x, metadata, y, y_pred, result):
+    def triggered_now(self, mode: str, x: Any, recorded: Any) -> bool:
+        if recorded is None or self.is_compiling(x) or not self.host.capturing(mode):
+            return False
+        return bool(keras.ops.convert_to_numpy(recorded["trigger"]) > 0)
+
+    def _capture(self, mode, x, metadata, y, y_pred, result, recorded=None):
         selector = self._selectors.get(mode)
         if selector is None:
             selector = self._selectors[mode] = self._new_selector(x, metadata)
         image = metadata_keys.select_image(x, selector.layout, metadata)
-        arrays = self.place(selector.select(image, metadata, y, y_pred))
+        arrays = self.place(selector.select(image, metadata, y, y_pred, recorded))
         logs = self.logs_of(result)
         if not isinstance(logs, dict):
             return result
         return self.with_logs(result, {**logs, LOGS_KEYS[mode]: arrays})
+
+    def record_flight(self, mode, metadata, recorded, result):
+        logs = self.logs_of(result)
+        if not isinstance(logs, dict):
+            return result
+        out = {"scalars": recorded["scalars"]}
+        ids = metadata.get(contract.SAMPLE_ID_KEY)
+        if ids is not None:
+            out["ids"] = keras.ops.cast(keras.ops.reshape(ids, (-1,)), "int32")
+        return self.with_logs(result, {**logs, flight.LOGS_KEY: self.place(out)})
 
     def warn_strings(self) -> None:
         """Strings in the batch (only an uncompiled step gets them this far)."""
@@ -127,11 +156,10 @@ class LogsAdapter(Adapter):
     def step_ends(self, mode: str, x: Any, result: Any) -> Any:
         if self.is_compiling(x):
             return result
-        arrays = self._pop(mode, result)
+        arrays, recorded = self._pop(mode, result)
         step = self._counter[mode]
         self._counter[mode] = step + 1
-        if arrays is not None and self._want_now.get(mode):
-            self._keep(step, arrays)
+        self._steps.append((step, arrays, recorded, bool(self._want_now.get(mode))))
         return result
 
     def steps_in_call(self, args: tuple) -> int | None:
@@ -150,12 +178,14 @@ class LogsAdapter(Adapter):
     def after_execution(self, mode, token, result) -> list[dict[str, Any]]:
         if not self._eager.get(mode):
             self._after_compiled_call(mode, token, result)
+        self._end_steps()
         items, self._pending = self._pending, []
         return items
 
     def _after_compiled_call(self, mode: str, token: Any, result: Any) -> None:
         first, steps = token
-        arrays = self._pop(mode, self.logs_of(result))
+        arrays, recorded = self._pop(mode, self.logs_of(result))
+        several = steps is None or steps > 1  # None: a loop or scan, not known
         if steps is None:
             steps = 1
         last = first + steps - 1
@@ -165,8 +195,15 @@ class LogsAdapter(Adapter):
             for step in range(first, first + steps)
             if self.host.schedule.wants_step(mode, step)
         ]
-        if arrays is not None and last in wanted:
-            self._keep(last, arrays)
+        self._steps.append((last, arrays, recorded, last in wanted))
+        if recorded is not None and several:
+            self.host.warn(
+                "compiled_execution_flight",
+                f"with a compiled {self.backend} step and steps_per_execution > 1, "
+                "the triggers (non-finite, spike) and the per-step composition see "
+                "only the last step of each execution (steps_per_execution=1, or a "
+                "model built with keras.Input, sees every step)",
+            )
         if any(step != last for step in wanted):
             self.host.warn(
                 "compiled_execution",
@@ -176,18 +213,57 @@ class LogsAdapter(Adapter):
                 "a model built with keras.Input, logs them all)",
             )
 
-    def _pop(self, mode: str, logs: Any) -> dict | None:
-        """Takes this adapter's arrays out of the logs before Keras sees them."""
+    def _pop(self, mode: str, logs: Any) -> tuple[dict | None, dict | None]:
+        """Takes this adapter's arrays (and the flight recorder's) out of the logs
+        before Keras sees them."""
         logs = self.logs_of(logs) if not isinstance(logs, dict) else logs
-        return logs.pop(LOGS_KEYS[mode], None) if isinstance(logs, dict) else None
+        if not isinstance(logs, dict):
+            return None, None
+        return logs.pop(LOGS_KEYS[mode], None), logs.pop(flight.LOGS_KEY, None)
 
-    def _keep(self, step: int, arrays: dict) -> None:
-        if not self.is_writer():
+    def _end_steps(self) -> None:
+        """After an execution: keeps the arrays of the steps logged (scheduled or
+        triggered); the composition of every training step."""
+        steps, self._steps = self._steps, []
+        triggered = False
+        for step, arrays, recorded, wanted in steps:
+            scalars = None
+            if recorded is not None:
+                scalars = np.asarray(self.to_numpy(recorded["scalars"]), np.float32)
+                triggered = triggered or scalars[0] > 0
+                rows = self._rows
+                rows[0].append(step)
+                rows[1].append(scalars)
+                rows[2].append(recorded.get("ids"))
+            keep = wanted or (scalars is not None and scalars[0] > 0)
+            if arrays is None or not keep or not self.is_writer():
+                continue
+            try:
+                item = self._item(step, arrays)
+            except Exception as error:  # never let logging stop training
+                self.host.warn(
+                    "collect", f"could not read the captured batch ({error})"
+                )
+                continue
+            if scalars is not None:
+                item["flight"] = scalars
+            self._pending.append(item)
+        if triggered or len(self._rows[0]) >= ID_BLOCK:
+            self.flight_flush()
+
+    def flight_flush(self) -> None:
+        steps, scalars, ids = self._rows
+        if not steps:
             return
-        try:
-            self._pending.append(self._item(step, arrays))
-        except Exception as error:  # never let logging stop training
-            self.host.warn("collect", f"could not read the captured batch ({error})")
+        self._rows = ([], [], [])
+        host_ids = None
+        if all(i is not None for i in ids):
+            sizes = [int(i.shape[0]) for i in ids]
+            joined = self.to_numpy(keras.ops.concatenate(ids, axis=0))
+            host_ids = np.split(np.asarray(joined, np.int32), np.cumsum(sizes)[:-1])
+        self.host.composed(
+            {"steps": np.asarray(steps), "scalars": np.stack(scalars), "ids": host_ids}
+        )
 
     def _item(self, step: int, arrays: dict) -> dict[str, Any]:
         host = {name: self.to_numpy(value) for name, value in arrays.items()}

@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from tb_batch_images import contract
-from tb_batch_images.capture import keras_internals, metadata_keys, specs
+from tb_batch_images.capture import flight, keras_internals, metadata_keys, specs
 from tb_batch_images.capture.backends.base import Adapter, CaptureHost, uses_xla
 from tb_batch_images.capture.batch import STEP_ARRAYS
 from tb_batch_images.capture.selector import VALUES_PER_SAMPLE, SampleSelector
@@ -31,10 +31,14 @@ class TensorFlowAdapter(Adapter):
     def __init__(self, model: keras.Model, host: CaptureHost):
         super().__init__(model, host)
         self.buffers: dict[str, ModeBuffers | None] = {}
+        self.ring: CompositionRing | None = None
+        self._flag = np.zeros(3, np.int64)  # the ring's counters, as last read
 
     def begin_fit(self, start_step: int) -> None:
         self.find_heads()
         self.buffers = {}
+        self.ring = None
+        self._flag = np.zeros(3, np.int64)
 
     def is_writer(self) -> bool:
         """False on the non-chief workers of multi-worker training."""
@@ -60,15 +64,27 @@ class TensorFlowAdapter(Adapter):
     def wants_capture(self, mode: str, x: Any) -> bool:
         return self.buffers.get(mode) is not None
 
-    def _capture(self, mode, x, metadata, y, y_pred, result):
+    def _capture(self, mode, x, metadata, y, y_pred, result, recorded=None):
         buffers = self.buffers[mode]
         image = metadata_keys.select_image(x, buffers.layout, metadata)
-        buffers.capture(image, metadata, y, y_pred)
+        buffers.capture(image, metadata, y, y_pred, recorded)
         return result
+
+    def record_flight(self, mode, metadata, recorded, result):
+        """Every step's composition into the ring; its counters join the logs
+        (popped in `after_execution`, read with them: no transfer of their own)."""
+        if self.ring is None or not isinstance(result, dict):
+            return result
+        ids = metadata.get(contract.SAMPLE_ID_KEY)
+        counters = self.ring.record(recorded["scalars"], ids)
+        return {**result, flight.LOGS_KEY: counters}
 
     def before_execution(self, mode: str, args: tuple) -> Any:
         if mode not in self.buffers and self.host.capturing(mode):
             self._create_buffers(mode, args[-1])
+        if mode == "train" and self.ring is None and self.flight is not None:
+            with self.model.distribute_strategy.scope():
+                self.ring = CompositionRing(self.host.global_step)
         buffers = self.buffers.get(mode)
         if buffers is None:
             return []
@@ -80,9 +96,31 @@ class TensorFlowAdapter(Adapter):
     def after_execution(
         self, mode: str, wanted: Any, result: Any
     ) -> list[dict[str, Any]]:
+        counters = (
+            result.pop(flight.LOGS_KEY, None) if isinstance(result, dict) else None
+        )
+        triggered = False
+        if counters is not None and self.ring is not None:
+            flag = np.asarray(counters, np.int64)
+            triggered = flag[2] > self._flag[2]
+            if triggered or self.ring.needs_reading(flag):
+                self.flight_flush()
+            self._flag = flag
+        buffers = self.buffers.get(mode)
+        if buffers is None:
+            return []
+        if triggered:  # every step of the execution a trigger may have filled
+            steps = self.host.schedule.execution_steps(mode, buffers.slots)
+            wanted = sorted(set(wanted) | set(steps))
         if not wanted:
             return []
-        return self.buffers[mode].collect(wanted)
+        return buffers.collect(wanted)
+
+    def flight_flush(self) -> None:
+        if self.ring is not None:
+            rows = self.ring.read()
+            if rows is not None:
+                self.host.composed(rows)
 
     def _create_buffers(self, mode: str, iterator: Any) -> None:
         model, host = self.model, self.host
@@ -222,6 +260,11 @@ class ModeBuffers:
             tf.zeros([slots, n, 3]), tf.float32, "output_stats"
         )
         self.losses = variable(tf.zeros([slots, n]), tf.float32, "losses")
+        # The flight recorder's step scalars (`flight.SCALARS`), where it is on.
+        self.flight = variable(
+            tf.zeros([slots, len(flight.SCALARS)]), tf.float32, "flight"
+        )
+        self.has_flight = False
         self.sample_ids = variable(
             tf.zeros([slots, n], tf.int64), tf.int64, "sample_ids"
         )
@@ -253,25 +296,36 @@ class ModeBuffers:
             self.output_maps = variable(tf.zeros(map_shape), tf.float32, "output_maps")
 
     # -- in the graph ---------------------------------------------------------
-    def capture(self, image: tf.Tensor, metadata: dict, y: Any, y_pred: Any) -> None:
-        """Counts the step and, if it is wanted, copies the chosen samples."""
+    def capture(
+        self,
+        image: tf.Tensor,
+        metadata: dict,
+        y: Any,
+        y_pred: Any,
+        recorded: Any = None,
+    ) -> None:
+        """Counts the step and, if it is wanted or triggered, copies the chosen
+        samples."""
         current = self.counter.assign_add(1) - 1
         hit = tf.reduce_any(tf.equal(self.want, current))
         if self.every_n:
             hit = tf.logical_or(hit, tf.equal(current % self.every_n, 0))
         if self.below:
             hit = tf.logical_or(hit, tf.less(current, self.below))
+        if recorded is not None:
+            hit = tf.logical_or(hit, recorded["trigger"] > 0)
+            self.has_flight = True
         # Any `slots` consecutive counts have distinct residues: one slot each.
         slot = tf.cast(current % self.slots, tf.int32)
 
         def copy() -> tf.Tensor:
-            self._copy(slot, current, image, metadata, y, y_pred)
+            self._copy(slot, current, image, metadata, y, y_pred, recorded)
             return tf.constant(True)
 
         tf.cond(hit, copy, lambda: tf.constant(False))
 
-    def _copy(self, slot, current, image, metadata, y, y_pred) -> None:
-        updates = self.selector.select(image, metadata, y, y_pred)
+    def _copy(self, slot, current, image, metadata, y, y_pred, recorded) -> None:
+        updates = self.selector.select(image, metadata, y, y_pred, recorded)
         updates["filled_step"] = current
         if self.filenames is not None and contract.FILENAME_KEY in metadata:
             names = tf.reshape(metadata[contract.FILENAME_KEY], [-1])
@@ -326,6 +380,8 @@ class ModeBuffers:
             for name in STEP_ARRAYS:
                 value = arrays.get(name)
                 item[name] = None if value is None else value[slot, :count]
+            if "flight" in arrays:
+                item["flight"] = arrays["flight"][slot]
             captured.append(item)
         return captured
 
@@ -347,6 +403,8 @@ class ModeBuffers:
             names.append("head_losses")
         if self.image_sizes is not None:
             names.append("image_sizes")
+        if self.has_flight:
+            names.append("flight")
         if selector.maps is not None:
             names.append("output_maps")
             if selector.maps.has_label_map:
@@ -361,3 +419,84 @@ class ModeBuffers:
                 lambda: {name: v.read_value() for name, v in variables.items()}
             )
         return self._reader()
+
+
+class CompositionRing:
+    """Every training step's composition, kept on the device between host reads.
+
+    A ring of `steps` rows (the step scalars of `flight.SCALARS`, where the step's ids
+    start in the id ring, how many) and a flat ring of `ids` sample ids; three
+    counters (steps written, ids written, triggers) leave each execution in its logs,
+    so the host reads the rings only when half full, at a trigger and at the end.
+    Made once per fit under the model's strategy scope, before the step is traced.
+    """
+
+    def __init__(self, start_step: int, steps: int = 4096, ids: int = 2**18):
+        self.start_step = int(start_step)
+        self.steps, self.size = steps, ids
+        self._read_rows = self._read_ids = 0  # already handed to the host
+        self._reader = None
+
+        def variable(initial, dtype, name):
+            return tf.Variable(
+                initial,
+                dtype=dtype,
+                trainable=False,
+                name=f"tb_batch_images_{name}",
+                synchronization=tf.VariableSynchronization.ON_READ,
+                aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+            )
+
+        self.scalars = variable(
+            tf.zeros([steps, len(flight.SCALARS)]), tf.float32, "ring_scalars"
+        )
+        self.spans = variable(tf.zeros([steps, 2], tf.int64), tf.int64, "ring_spans")
+        self.ids = variable(tf.fill([ids], -1), tf.int32, "ring_ids")
+        # steps written, ids written, triggers
+        self.counters = variable(tf.zeros([3], tf.int64), tf.int64, "ring_counters")
+        self.has_ids = False
+
+    # -- in the graph ---------------------------------------------------------
+    def record(self, scalars: Any, ids: Any) -> tf.Tensor:
+        counters = self.counters.read_value()
+        written, position = counters[0], counters[1]
+        row = written % self.steps
+        count = tf.constant(0, tf.int64)
+        if ids is not None:
+            self.has_ids = True
+            flat = tf.cast(tf.reshape(ids, [-1]), tf.int32)[: self.size // 4]
+            count = tf.cast(tf.shape(flat)[0], tf.int64)
+            at = (position + tf.range(count)) % self.size
+            scatter_rows(self.ids, at[:, tf.newaxis], flat)
+        scatter_rows(self.scalars, [[row]], tf.cast(scalars, tf.float32)[tf.newaxis])
+        scatter_rows(self.spans, [[row]], tf.stack([position, count])[tf.newaxis])
+        triggered = tf.cast(scalars[0] > 0, tf.int64)
+        return self.counters.assign(
+            tf.stack([written + 1, position + count, counters[2] + triggered])
+        )
+
+    # -- on the training thread ----------------------------------------------
+    def needs_reading(self, flag: np.ndarray) -> bool:
+        """Whether the rings are half full since the last read (`flag`: counters)."""
+        return (
+            flag[0] - self._read_rows >= self.steps // 2
+            or flag[1] - self._read_ids >= self.size // 2
+        )
+
+    def read(self) -> dict[str, Any] | None:
+        """The rows written since the last read (steps, scalars, ids), or None."""
+        if self._reader is None:
+            variables = {
+                "scalars": self.scalars,
+                "spans": self.spans,
+                "ids": self.ids,
+                "counters": self.counters,
+            }
+            self._reader = tf.function(
+                lambda: {name: v.read_value() for name, v in variables.items()}
+            )
+        arrays = {name: value.numpy() for name, value in self._reader().items()}
+        rows = flight.ring_rows(arrays, self.start_step, self._read_rows, self.has_ids)
+        self._read_rows = int(arrays["counters"][0])
+        self._read_ids = int(arrays["counters"][1])
+        return rows

@@ -244,6 +244,28 @@ def jax_state_with_metric_values(state: Any, values: list[Any]) -> Any:
     return (*state[:-1], type(state[-1])(values))
 
 
+def jax_steps_in(item: Any) -> int:
+    """How many steps one item of the iterator that Keras's JAX train (or test)
+    function reads holds: one batch (Keras up to 3.15); where the trainer stacks an
+    execution's batches into a super-batch (3.16), as many as it stacks (a list of
+    the remainder's batches, or the leading dimension of the stacked arrays)."""
+    if not _jax_super_batches():
+        return 1
+    if isinstance(item, list):
+        return len(item)
+    leaves = keras.tree.flatten(item)
+    shape = getattr(leaves[0], "shape", None) if leaves else None
+    return int(shape[0]) if shape else 1
+
+
+def _jax_super_batches() -> bool:
+    try:
+        from keras.src.backend.jax import trainer
+    except ImportError:
+        return False
+    return hasattr(trainer, "_build_multi_step_iterator_step")
+
+
 # -- TensorFlow ----------------------------------------------------------------------
 def one_replica_spec(spec: Any) -> Any:
     """A distributed iterator's PerReplicaSpec -> the spec of one replica's share."""

@@ -527,3 +527,60 @@ def test_torch_dataloader_logs_the_trained_batch(tmp_path):
     rig.check_correspondence(_train_batches(batches), history)
     # shuffled by the loader: the logged order is not the dataset order
     assert [s.sample_id for s in _train_batches(batches)[0].samples] != [0, 1, 2, 3, 4]
+
+
+@pytest.mark.skipif(BACKEND != "jax", reason="the JAX capture without keras.Input")
+class _Subclassed(keras.Model):
+    """The rig's classifier as a subclass: no keras.Input, no declared inputs."""
+
+    def __init__(self, recorder):
+        super().__init__()
+        self.recorder = recorder
+        self.conv = keras.layers.Conv2D(4, 3, strides=2, activation="relu")
+        self.flatten = keras.layers.Flatten()
+        self.dense = keras.layers.Dense(rig.CLASSES, activation="softmax")
+
+    def call(self, images, training=None):
+        seen = self.recorder(images, training=training)
+        return self.dense(self.flatten(self.conv(seen)))
+
+
+def test_a_jax_model_without_input_and_several_steps_per_call_names_its_steps(
+    tmp_path,
+):
+    """A subclassed model (no keras.Input) takes JAX's per-call path: one call
+    runs up to steps_per_execution steps (4, then the epoch's short last 3), and
+    the arrays it hands back are its last step's. Each must be logged at that step,
+    with that step's pictures: the step is known only when Keras ends the batch."""
+    keras.utils.set_random_seed(1)
+    recorder = rig.Recorder()
+    model = _Subclassed(recorder)
+    model.compile(
+        optimizer="adam", loss="sparse_categorical_crossentropy", steps_per_execution=4
+    )
+    images = np.stack([rig.raw_image(i) for i in range(SAMPLES)])
+    labels = np.array([rig.label_of(i) for i in range(SAMPLES)])
+    logger = BatchImageLogger(
+        str(tmp_path / "logs"), every_n_steps=1, samples_per_batch=5, max_queue=1000
+    )
+    with pytest.warns(RuntimeWarning, match="only the last step of each execution"):
+        model.fit(
+            images,
+            labels,
+            batch_size=BATCH,
+            epochs=EPOCHS,
+            shuffle=False,
+            verbose=0,
+            callbacks=[logger],
+        )
+    history = recorder.history()
+    batches = _train_batches(read_batches(str(tmp_path / "logs")))
+    # 7 steps an epoch: calls of steps 0-3 and 4-6, then 7-10 and 11-13.
+    assert [b.step for b in batches] == [3, 6, 10, 13]
+    for batch in batches:
+        trained_ids = history[batch.step][0]
+        assert batch.batch_size == len(trained_ids)
+        for sample in batch.samples:
+            assert trained_ids[sample.position] == rig.decode_id(sample.image), (
+                f"step {batch.step}: the picture of another step"
+            )

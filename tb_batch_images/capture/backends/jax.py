@@ -54,6 +54,8 @@ class JaxAdapter(LogsAdapter):
         self._armed: dict[str, list[int] | None] = {}
         self.ring: CompositionSlots | None = None  # the flight recorder's rings
         self._triggers = 0  # the ring's trigger count, as last read
+        # mode -> the iterator the running call reads, counting the steps it runs
+        self._counting: dict[str, _CountingIterator] = {}
 
     def check_supported(self) -> None:
         is_nnx = getattr(keras.config, "is_nnx_enabled", lambda: False)
@@ -214,7 +216,7 @@ class JaxAdapter(LogsAdapter):
     def steps_in_call(self, args: tuple) -> int | None:
         if int(getattr(self.model, "steps_per_execution", 1) or 1) == 1:
             return 1
-        return None  # a super-batch, a scan: not known from outside
+        return None  # counted while the call reads its iterator (prepare_call)
 
     def record_in_step(self, mode, metadata, x, y, y_pred, image, recorded) -> None:
         if recorded is not None and self.ring is not None:
@@ -256,8 +258,14 @@ class JaxAdapter(LogsAdapter):
         return self.host.schedule.wanted(mode, self.slots[mode].slots)
 
     def prepare_call(self, mode: str, token: Any, args: tuple) -> tuple:
-        """Steps off the regular schedule (`log_steps`) go into the state's `want`."""
+        """Steps off the regular schedule (`log_steps`) go into the state's `want`.
+        On the logs path, a call of several steps reads its iterator through a
+        counter: its arrays are its last step's, and only the count says which."""
         if not self.slots:
+            first, steps = token
+            if steps is None and len(args) == 2 and hasattr(args[1], "__next__"):
+                self._counting[mode] = counting = _CountingIterator(args[1])
+                return (args[0], counting)
             return args
         _, extra = token
         metric = self.slots[mode]
@@ -281,6 +289,9 @@ class JaxAdapter(LogsAdapter):
 
     def after_execution(self, mode, token, result) -> list[dict[str, Any]]:
         if not self.slots:
+            counting = self._counting.pop(mode, None)
+            if counting is not None and counting.steps:
+                token = (token[0], counting.steps)
             return super().after_execution(mode, token, result)
         wanted, _ = token
         metric = self.slots[mode]
@@ -423,3 +434,19 @@ class JaxAdapter(LogsAdapter):
                 [devices[i].process_index for i in index], np.int64
             ),
         }
+
+
+class _CountingIterator:
+    """The batches a JAX train (or test) function reads, counted in steps."""
+
+    def __init__(self, iterator: Any):
+        self.iterator = iterator
+        self.steps = 0
+
+    def __iter__(self) -> _CountingIterator:
+        return self
+
+    def __next__(self) -> Any:
+        item = next(self.iterator)
+        self.steps += keras_internals.jax_steps_in(item)
+        return item

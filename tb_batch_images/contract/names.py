@@ -27,7 +27,10 @@ SERIES_SAMPLE_STATS = "sample_stats"
 SERIES_WATCHLIST = "watchlist"
 # Series whose values are batch records (element 0) followed by images.
 BATCH_SERIES = (SERIES_BATCHES, SERIES_WATCHLIST)
-SAMPLE_STATS_VERSION = 1
+# 2: `weighted_confidence`, `weighted_correct` (the suspect score's parts) and
+# `last_predicted`; values of version 1 lack them and still read (each value lists
+# its columns).
+SAMPLE_STATS_VERSION = 2
 
 # The columns of a sample-stats value, in order (float32, one row per sample id).
 SAMPLE_STATS_COLUMNS = (
@@ -42,6 +45,9 @@ SAMPLE_STATS_COLUMNS = (
     "label",
     "predicted_instead",
     "suspect_score",
+    "weighted_confidence",
+    "weighted_correct",
+    "last_predicted",
 )
 
 # Training and validation: the sub-directories of the user's log_dir, the same as

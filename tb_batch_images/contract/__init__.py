@@ -21,10 +21,12 @@ from tb_batch_images.contract.records import (
     summary_metadata,
 )
 from tb_batch_images.contract.sample_stats import (
+    SUSPECT_FIELDS,
     SampleStatsEpoch,
     decode_sample_stats,
     encode_sample_stats,
     rank_suspects,
+    suspects_csv,
 )
 from tb_batch_images.contract.schema import (
     Checked,
@@ -33,6 +35,7 @@ from tb_batch_images.contract.schema import (
 )
 
 __all__ = [
+    "SUSPECT_FIELDS",
     "Checked",
     "SampleStatsEpoch",
     "check_batch_record",
@@ -47,4 +50,5 @@ __all__ = [
     "parse_plugin_content",
     "rank_suspects",
     "summary_metadata",
+    "suspects_csv",
 ]

@@ -164,9 +164,10 @@ class CaptureSession:
                 self.batch_encoder,
                 final=True,
             )
+        status = self._status_extra()  # before uninstall forgets the data map
         self.uninstall()
         if self.writer is not None:
-            self.writer.close(timeout=60, status_extra=self._status_extra())
+            self.writer.close(timeout=60, status_extra=status)
             self.writer = None
 
     def close_quietly(self) -> None:
@@ -302,7 +303,11 @@ class CaptureSession:
             self.adapter.prepare_display(selector.layout)
 
     def _status_extra(self) -> dict[str, Any]:
-        return {"step": self.global_step, "warnings": list(self._warning_texts)}
+        extra = {"step": self.global_step, "warnings": list(self._warning_texts)}
+        off = None if self.data_map is None else self.data_map.off_reason
+        if off is not None:  # the Dataset view says why it has nothing to show
+            extra["data_map_off"] = off
+        return extra
 
 
 def _optimizer_step(model: keras.Model) -> int:

@@ -5,12 +5,17 @@ Keras, the capture or the writer (`.importlinter` holds it to that).
 """
 
 from tb_batch_images.reader.batches import LoggedBatch, LoggedSample, read_batches
-from tb_batch_images.reader.sample_stats import SampleStatsRows, read_sample_stats
+from tb_batch_images.reader.sample_stats import (
+    SampleStatsRows,
+    Suspects,
+    read_sample_stats,
+)
 
 __all__ = [
     "LoggedBatch",
     "LoggedSample",
     "SampleStatsRows",
+    "Suspects",
     "read_batches",
     "read_sample_stats",
 ]

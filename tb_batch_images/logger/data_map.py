@@ -78,7 +78,7 @@ class DataMapTracker:
         self.stats = stats
         self.heads = heads
         self.reason = reason  # why it is off (said at the first training step)
-        self.off_reason: str | None = None  # what was said: for the status record
+        self.off_reason: str | None = None  # why: the warning, the status record
         self.watchlist: watchlist.Watchlist | None = None
         self._model = model
         self._written: tuple[int, float] | None = None
@@ -239,19 +239,26 @@ class DataMapTracker:
                     self.watchlist = None
 
     def _say(self, reason: str) -> None:
-        """One warning per fit, at the first training step, saying why the data map
-        is off and how to turn it on (`sample_stats=False` silences it). The reason
-        goes into the status record too, for the gallery's Dataset view."""
-        if self._said:
+        """Notes, in the step (at its first trace), why the data map is off and how
+        to turn it on; `say_why` gives the warning on the host. The reason goes into
+        the status record too, for the gallery's Dataset view."""
+        if self.off_reason is None:
+            self.off_reason = reason
+
+    def say_why(self, logger_on: bool) -> None:
+        """On the host after training steps: one warning saying why the data map is
+        off (`sample_stats=False` silences it), unless the logger turned itself off
+        for training (its own warning is then the one message: a second one about
+        the data map would only repeat that nothing is logged)."""
+        if self.off_reason is None or self._said:
             return
         self._said = True
-        self.off_reason = reason
-        if self.settings.sample_stats is False:
+        if self.settings.sample_stats is False or not logger_on:
             return
         self.warn(
             "sample_stats_off",
             f"the data map (per-sample statistics, the Dataset view) is off: "
-            f"{reason}. sample_stats=False silences this.",
+            f"{self.off_reason}. sample_stats=False silences this.",
         )
 
     # -- on the host ------------------------------------------------------------------

@@ -121,6 +121,8 @@ class CaptureSession:
 
     def end_train_batch(self, batch: int) -> None:
         self.global_step = self.schedule.epoch_base + batch + 1
+        if self.data_map is not None:  # the steps so far said whether it is off
+            self.data_map.say_why(self.capturing("train"))
 
     def begin_validation(self) -> None:
         settings = self.settings
@@ -142,6 +144,7 @@ class CaptureSession:
     def end_epoch(self, epoch: int) -> None:
         self.sync_step()
         if self.data_map is not None:
+            self.data_map.say_why(self.capturing("train"))
             self.data_map.write(
                 epoch, self.global_step, self.writer, self.batch_encoder
             )

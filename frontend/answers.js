@@ -247,13 +247,42 @@ export function checkHistory(answer) {
 
 // -- the Dataset view (dataset.js) -------------------------------------------------
 
-/** The /sample_stats_runs answer: [{run, steps: [int]}], runs with a name. */
+/**
+ * The /sample_stats_runs answer: {runs: [{run, steps: [int]}], off: [{run, reason}]}:
+ * runs with statistics, and runs whose logger said why the data map is off.
+ */
 export function checkStatsRuns(answer) {
   const runs = isObject(answer) && Array.isArray(answer.runs) ? answer.runs : [];
-  return runs
-    .map((run) => pick(run, { run: [text, null], steps: [goodItems(int), []] }, [], ""))
-    .filter((run) => run.run !== null && run.steps.length);
+  const off = isObject(answer) && Array.isArray(answer.off) ? answer.off : [];
+  return {
+    runs: runs
+      .map((run) => pick(run, { run: [text, null], steps: [goodItems(int), []] }, [], ""))
+      .filter((run) => run.run !== null && run.steps.length),
+    off: off
+      .map((run) => pick(run, { run: [text, null], reason: [text, null] }, [], ""))
+      .filter((run) => run.run !== null && run.reason !== null),
+  };
 }
+
+const RELIABILITY_FIELDS = {
+  reliable: [bool, true],
+  reasons: [goodItems(text), []],
+  accuracy: [orNull(number), null],
+  chance: [orNull(number), null],
+};
+const CLASS_FIELDS = {
+  class: [int, null],
+  samples: [int, 0],
+  right: [int, 0],
+  accuracy: [orNull(number), null],
+  loss: [orNull(number), null],
+};
+const TREND_FIELDS = {
+  epoch: [int, null],
+  step: [int, null],
+  accuracy: [listOf(orNull(number)), []],
+  loss: [listOf(orNull(number)), []],
+};
 
 const STATS_FIELDS = {
   run: [text, null],
@@ -267,6 +296,8 @@ const STATS_FIELDS = {
   class_names: [orNull(listOf(text)), null],
   filenames: [orNull(listOf(orNull(text))), null],
   suspects: [goodItems(int), []],
+  non_finite: [int, 0],
+  confusion: [orNull(listOf(listOf(int))), null],
 };
 
 /**
@@ -287,6 +318,15 @@ export function checkSampleStats(answer) {
     stats.columns[name] = column;
   }
   stats.suspects = stats.suspects.filter((id) => id >= 0 && id < size);
+  stats.reliability = pick(isObject(answer) ? answer.reliability : null, RELIABILITY_FIELDS, [], "");
+  const classes = isObject(answer) && Array.isArray(answer.classes) ? answer.classes : [];
+  stats.classes = classes.map((item) => pick(item, CLASS_FIELDS, [], "")).filter((item) => item.class !== null);
+  const trend = isObject(answer) && Array.isArray(answer.class_trend) ? answer.class_trend : [];
+  stats.class_trend = trend.map((item) => pick(item, TREND_FIELDS, [], "")).filter((item) => item.epoch !== null);
+  const classCount = Number.isSafeInteger(stats.num_classes) ? stats.num_classes : 0;
+  if (stats.confusion && (stats.confusion.length !== classCount || stats.confusion.some((row) => row.length !== classCount))) {
+    stats.confusion = null;
+  }
   return stats;
 }
 

@@ -152,7 +152,7 @@ export function imageUrl(key) {
 
 // -- the Dataset view ----------------------------------------------------------------
 
-/** Runs with per-sample statistics: [{run, steps}]. */
+/** Runs with per-sample statistics, and why it is off elsewhere: {runs, off}. */
 export async function fetchStatsRuns() {
   return checkStatsRuns(await getJson("sample_stats_runs"));
 }
@@ -171,6 +171,11 @@ export function fetchSampleStats(run, step) {
     while (statsCache.size > STATS_CACHE_SIZE) statsCache.delete(statsCache.keys().next().value);
   }
   return statsCache.get(key);
+}
+
+/** The URL of a run's ranked suspects as CSV (every sample seen, at `step`). */
+export function suspectsCsvUrl(run, step) {
+  return url("suspects.csv", { run, step }).toString();
 }
 
 /** The latest picture of each of `ids` in `run`: Map(id -> Appearance | null). */

@@ -3,6 +3,7 @@
 
 import { h } from "./dom.js";
 import { renderBatch } from "./gallery.js";
+import { groupLabel } from "./runs.js";
 import { messageBox } from "./widgets.js";
 
 function columnHeader(column, targetStep) {
@@ -13,7 +14,7 @@ function columnHeader(column, targetStep) {
   return h(
     "header",
     { className: "column-header" },
-    h("h2", { className: "column-title", text: column.group, title: column.run ?? column.group }),
+    h("h2", { className: "column-title", text: groupLabel(column.group), title: column.run ?? column.group }),
     h("span", {
       className: "column-step" + (column.step !== targetStep ? " is-nearest" : ""),
       text: stepText,

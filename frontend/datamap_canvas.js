@@ -7,8 +7,9 @@ import { h, replaceChildren } from "./dom.js";
 import { formatNumber, formatPercent, statsClassName, statsFilename } from "./format.js";
 
 // The plot: variability on x (a standard deviation of probabilities: at most 0.5),
-// confidence on y. Margins in CSS pixels.
-const X_MAX = 0.5;
+// confidence on y, each axis fitted to the data (rounded out to a step of 0.05 on x,
+// 0.1 on y). Margins in CSS pixels.
+const X_LIMIT = 0.5;
 const MARGIN = { left: 46, right: 12, top: 12, bottom: 36 };
 const CANVAS = { width: 520, height: 380 };
 const PLOT = { width: CANVAS.width - MARGIN.left - MARGIN.right, height: CANVAS.height - MARGIN.top - MARGIN.bottom };
@@ -29,8 +30,37 @@ function binOf(correct) {
   return CORRECT_BINS.length - 1;
 }
 
+/** The axes' ranges fitted to the drawable samples: {x_min, x_max, y_min, y_max}. */
+function fittedRange(stats) {
+  const { confidence, variability, count } = stats.columns;
+  let xMax = 0;
+  let yMin = 1;
+  let yMax = 0;
+  let any = false;
+  for (let id = 0; id < stats.num_samples; id++) {
+    const c = confidence?.[id];
+    const v = variability?.[id];
+    if (!(count?.[id] > 0) || !Number.isFinite(c) || !Number.isFinite(v)) continue;
+    any = true;
+    if (v > xMax) xMax = v;
+    if (c < yMin) yMin = c;
+    if (c > yMax) yMax = c;
+  }
+  if (!any) return { x_min: 0, x_max: X_LIMIT, y_min: 0, y_max: 1 };
+  const up = (value, step) => Math.ceil(value / step - 1e-9) * step;
+  const down = (value, step) => Math.floor(value / step + 1e-9) * step;
+  const x_max = Math.min(X_LIMIT, Math.max(0.05, up(xMax, 0.05)));
+  let y_min = Math.max(0, down(yMin, 0.1));
+  let y_max = Math.min(1, up(yMax, 0.1));
+  if (y_max - y_min < 0.1) {
+    if (y_max < 1) y_max = Math.min(1, y_min + 0.1);
+    else y_min = Math.max(0, y_max - 0.1);
+  }
+  return { x_min: 0, x_max, y_min, y_max };
+}
+
 /** The grid lines, tick labels and axis titles (in the page's colours). */
-function drawAxes(context, { text, grid }) {
+function drawAxes(context, range, { text, grid }) {
   const { width, height } = PLOT;
   context.font = "11px system-ui, sans-serif";
   context.fillStyle = text;
@@ -44,7 +74,8 @@ function drawAxes(context, { text, grid }) {
     context.moveTo(MARGIN.left, Math.round(y) + 0.5);
     context.lineTo(MARGIN.left + width, Math.round(y) + 0.5);
     context.stroke();
-    context.fillText((tick / 4).toFixed(2), MARGIN.left - 6, y);
+    const value = range.y_min + (tick / 4) * (range.y_max - range.y_min);
+    context.fillText(value.toFixed(2), MARGIN.left - 6, y);
   }
   context.textAlign = "center";
   context.textBaseline = "top";
@@ -54,7 +85,8 @@ function drawAxes(context, { text, grid }) {
     context.moveTo(Math.round(x) + 0.5, MARGIN.top);
     context.lineTo(Math.round(x) + 0.5, MARGIN.top + height);
     context.stroke();
-    context.fillText(((tick / 5) * X_MAX).toFixed(1), x, MARGIN.top + height + 5);
+    const value = range.x_min + (tick / 5) * (range.x_max - range.x_min);
+    context.fillText(value.toFixed(range.x_max - range.x_min < 0.5 ? 2 : 1), x, MARGIN.top + height + 5);
   }
   context.fillText("variability (std of p(label))", MARGIN.left + width / 2, MARGIN.top + height + 20);
   context.save();
@@ -79,6 +111,10 @@ export class DataMap {
         click: (event) => this.click(event),
       },
     });
+    this.range = fittedRange(stats);
+    let nonFinite = 0;
+    const { count, suspect_score: score } = stats.columns;
+    for (let id = 0; id < stats.num_samples; id++) if (count?.[id] > 0 && !Number.isFinite(score?.[id])) nonFinite++;
     this.tooltip = h("div", { className: "datamap-tooltip", attrs: { role: "status" } });
     this.tooltip.hidden = true;
     this.element = h(
@@ -89,6 +125,7 @@ export class DataMap {
         "figcaption",
         { className: "datamap-legend" },
         CORRECT_BINS.map((bin) => h("span", { className: "legend-item" }, h("span", { className: "legend-swatch", attrs: { style: `background:${bin.colour}` } }), bin.text)),
+        nonFinite ? h("span", { className: "legend-item non-finite-note", dataset: { count: String(nonFinite) }, text: `${nonFinite} non-finite: not drawn, listed first` }) : null,
       ),
     );
     this.draw(selected);
@@ -100,9 +137,10 @@ export class DataMap {
     const variability = this.stats.columns.variability?.[id];
     const count = this.stats.columns.count?.[id];
     if (!(count > 0) || !Number.isFinite(confidence) || !Number.isFinite(variability)) return null;
-    const x = MARGIN.left + (Math.min(Math.max(variability, 0), X_MAX) / X_MAX) * PLOT.width;
-    const y = MARGIN.top + (1 - Math.min(Math.max(confidence, 0), 1)) * PLOT.height;
-    return { x, y };
+    const { x_min, x_max, y_min, y_max } = this.range;
+    const across = (Math.min(Math.max(variability, x_min), x_max) - x_min) / (x_max - x_min);
+    const up = (Math.min(Math.max(confidence, y_min), y_max) - y_min) / (y_max - y_min);
+    return { x: MARGIN.left + across * PLOT.width, y: MARGIN.top + (1 - up) * PLOT.height };
   }
 
   /** Draws every point in one pass (grouped by colour), and builds the hit-test grid. */
@@ -118,7 +156,7 @@ export class DataMap {
     context.setTransform(ratio, 0, 0, ratio, 0, 0);
     const styles = getComputedStyle(document.documentElement);
     context.clearRect(0, 0, CANVAS.width, CANVAS.height);
-    drawAxes(context, {
+    drawAxes(context, this.range, {
       text: styles.getPropertyValue("--muted").trim() || "#5f6670",
       grid: styles.getPropertyValue("--border").trim() || "#dcdfe4",
     });
@@ -163,8 +201,7 @@ export class DataMap {
       top: MARGIN.top,
       width: PLOT.width,
       height: PLOT.height,
-      x_max: X_MAX,
-      y_max: 1,
+      ...this.range,
     });
     canvas.dataset.drawMs = (performance.now() - started).toFixed(1);
   }

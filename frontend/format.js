@@ -27,6 +27,21 @@ export function shortenFilename(name, max = 24) {
   return base.slice(0, head) + "…" + base.slice(base.length - tail);
 }
 
+/**
+ * A file's folder and name ("cats/IMG_0042.jpg" of "/data/pets/cats/IMG_0042.jpg"),
+ * shortened in the middle to at most `max` characters, so both ends stay readable.
+ */
+export function shortenPath(path, max = 30) {
+  if (path === null || path === undefined || path === "") return "";
+  const parts = String(path).split(/[\\/]/).filter(Boolean);
+  const text = parts.length > 1 ? parts.slice(-2).join("/") : String(path);
+  if (text.length <= max) return text;
+  const keep = max - 1;
+  const tail = Math.ceil(keep * 0.6); // the file name's end (its number, extension)
+  const head = keep - tail;
+  return text.slice(0, head) + "…" + text.slice(text.length - tail);
+}
+
 /** A loss or other real number with 3 significant digits. */
 export function formatNumber(value) {
   if (value === null || value === undefined || !Number.isFinite(value)) return DASH;

@@ -4,6 +4,7 @@
 import { PLUGIN_NAME } from "./contract.js";
 import { h } from "./dom.js";
 import { plural } from "./format.js";
+import { groupLabel } from "./runs.js";
 
 const KEEP_ALL_FLAG = `--samples_per_plugin ${PLUGIN_NAME}=0`;
 
@@ -19,7 +20,7 @@ export function renderNotices(columns) {
   for (const column of columns) {
     const run = column.info;
     if (!run) continue;
-    const name = `${column.group} (${column.mode})`;
+    const name = `${groupLabel(column.group)} (${column.mode})`;
     const kept = run.steps_kept;
     const logged = run.steps_logged;
     if (Number.isFinite(kept) && Number.isFinite(logged) && kept < logged) {

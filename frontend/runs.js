@@ -4,6 +4,18 @@
 import { BATCHES_TAG, MODES } from "./contract.js";
 
 export const ROOT_GROUP = ".";
+// How every view names the root group (runs directly in the log directory).
+export const ROOT_LABEL = "(top level)";
+
+/** The name every view shows for a group (experiment). */
+export function groupLabel(name) {
+  return name === ROOT_GROUP ? ROOT_LABEL : name;
+}
+
+/** The name every view shows for a run: its group's, the mode apart. */
+export function runLabel(run) {
+  return groupLabel(groupName({ run }));
+}
 
 /**
  * The experiment a run belongs to: its name without the trailing mode directory

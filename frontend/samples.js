@@ -8,10 +8,11 @@ export const SORTS = [
   { value: "loss_asc", text: "Loss, lowest first" },
   { value: "confidence_desc", text: "Confidence, highest first" },
   { value: "confidence_asc", text: "Confidence, lowest first" },
-  { value: "mean_iou_asc", text: "Mean IoU, lowest first" },
-  { value: "mean_iou_desc", text: "Mean IoU, highest first" },
-  { value: "pixel_accuracy_asc", text: "Pixel accuracy, lowest first" },
-  { value: "pixel_accuracy_desc", text: "Pixel accuracy, highest first" },
+  // `needs`: offered only where the shown batches have it (toolbar.js).
+  { value: "mean_iou_asc", text: "Mean IoU, lowest first", needs: "masks" },
+  { value: "mean_iou_desc", text: "Mean IoU, highest first", needs: "masks" },
+  { value: "pixel_accuracy_asc", text: "Pixel accuracy, lowest first", needs: "masks" },
+  { value: "pixel_accuracy_desc", text: "Pixel accuracy, highest first", needs: "masks" },
 ];
 
 const CLASS_TASKS = new Set([TASK_SPARSE_CATEGORICAL, TASK_CATEGORICAL, TASK_BINARY, TASK_MULTILABEL]);

@@ -36,6 +36,7 @@ export function defaultState() {
     ds_runs: [], // run names (e.g. "exp/train") with sample statistics, at most 2
     ds_epoch: null, // index into a run's statistics steps; null: the latest
     ds_sample: null, // {run, id}: the sample opened from the data map or the suspects
+    ds_cell: null, // {run, given, predicted}: the confusion-matrix cell opened
   };
 }
 
@@ -76,6 +77,10 @@ export function stateToParams(state) {
     params.push(["ds_sample", String(state.ds_sample.id)]);
     params.push(["ds_sample_run", state.ds_sample.run]);
   }
+  if (state.ds_cell) {
+    params.push(["ds_cell", `${state.ds_cell.given},${state.ds_cell.predicted}`]);
+    params.push(["ds_cell_run", state.ds_cell.run]);
+  }
   return params;
 }
 
@@ -101,6 +106,10 @@ export function paramsToState(params) {
   if (/^\d+$/.test(get("ds_epoch") || "")) state.ds_epoch = Number(get("ds_epoch"));
   if (/^\d+$/.test(get("ds_sample") || "") && get("ds_sample_run") !== null) {
     state.ds_sample = { id: Number(get("ds_sample")), run: get("ds_sample_run") };
+  }
+  const cell = /^(\d+),(\d+)$/.exec(get("ds_cell") || "");
+  if (cell && get("ds_cell_run") !== null) {
+    state.ds_cell = { given: Number(cell[1]), predicted: Number(cell[2]), run: get("ds_cell_run") };
   }
   return state;
 }

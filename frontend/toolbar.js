@@ -5,6 +5,7 @@ import { FLAGS, MODES } from "./contract.js";
 import { h, replaceChildren } from "./dom.js";
 import { plural } from "./format.js";
 import { MASK_CHOICES } from "./masks.js";
+import { groupLabel } from "./runs.js";
 import { SORTS } from "./samples.js";
 import { field, scrubber, toolbarGroup } from "./widgets.js";
 
@@ -203,7 +204,7 @@ export class Toolbar {
               },
             },
           });
-          return h("label", { className: "run-chip", title: group.name, dataset: { group: group.name } }, box, h("span", { className: "run-name", text: group.name }));
+          return h("label", { className: "run-chip", title: group.name, dataset: { group: group.name } }, box, h("span", { className: "run-name", text: groupLabel(group.name) }));
         }),
       );
       this.runList.dataset.signature = signature;
@@ -248,6 +249,12 @@ export class Toolbar {
     }
     this.stepNote.textContent = note || "";
 
+    // Sorts that need masks are offered only where a shown batch has masks.
+    for (const option of this.sortSelect.options) {
+      const sort = SORTS.find((item) => item.value === option.value);
+      const applies = !sort || !sort.needs || (sort.needs === "masks" && hasMasks);
+      option.hidden = option.disabled = !applies && option.value !== state.sort;
+    }
     this.sortSelect.value = state.sort;
     this.wrongBox.checked = state.wrong;
     setOptions(this.labelSelect, classOptions, state.label, "any");

@@ -118,33 +118,59 @@ class ClassifierHead:
     from_logits: bool
 
 
-def classifier_head(model: keras.Model) -> ClassifierHead:
-    """The model's classification head; HeadUnsupported saying why it has none."""
-    task, from_logits = task_from_loss(getattr(model, "loss", None))
-    outputs = getattr(model, "outputs", None) or []
-    if len(outputs) != 1:
-        raise HeadUnsupported(
-            "the model does not have exactly one known output (multi-output or "
-            "subclassed models are not supported)"
-        )
-    shape = tuple(outputs[0].shape)
+def classifier_head(model: keras.Model, heads: Any = None) -> ClassifierHead:
+    """The model's classification head; HeadUnsupported saying why it has none.
+
+    `heads` (`capture.heads.Heads`, for a model with several outputs): the head the
+    gallery logs (`heads.chosen`, `output=`) is the one read.
+    """
+    if heads is not None:
+        loss = heads.losses[heads.chosen]
+        shape = _output_shape(model, heads.chosen_name, heads.chosen)
+        where = f"the logged output {heads.chosen_name!r} (output=)"
+        if shape is None:
+            raise HeadUnsupported(f"the shape of {where} is unknown")
+    else:
+        loss = getattr(model, "loss", None)
+        outputs = getattr(model, "outputs", None) or []
+        if len(outputs) != 1:
+            raise HeadUnsupported(
+                "the model's outputs are unknown (a subclassed model without "
+                "keras.Input); build it with keras.Input"
+            )
+        shape = tuple(outputs[0].shape)
+        where = "the model's output"
+    task, from_logits = task_from_loss(loss)
     width = shape[-1] if len(shape) == 2 else None
     if task in (names.TASK_SPARSE_CATEGORICAL, names.TASK_CATEGORICAL):
         if width is None or width < 2:
             raise HeadUnsupported(
                 f"a categorical loss needs outputs of shape [batch, classes], "
-                f"the model's are {list(shape)}"
+                f"{where} has {list(shape)}"
             )
         return ClassifierHead("softmax", int(width), from_logits)
     if task == names.TASK_BINARY:
         if width != 1:
             raise HeadUnsupported(
-                f"binary cross-entropy over {list(shape)} outputs is multi-label; "
-                f"only one sigmoid output is supported"
+                f"binary cross-entropy over {list(shape)} outputs is multi-label "
+                f"({where}); the data map reads one sigmoid output or a softmax"
             )
         return ClassifierHead("binary", 2, from_logits)
     raise HeadUnsupported(
-        "the compiled loss is not a classification cross-entropy "
-        "(sparse_categorical_crossentropy, categorical_crossentropy or "
+        f"the loss of {where} is not a classification cross-entropy "
+        "(sparse_categorical_crossentropy, categorical_crossentropy, or "
         "binary_crossentropy over one output)"
     )
+
+
+def _output_shape(model: keras.Model, name: str, index: int) -> tuple | None:
+    """The declared shape of one output of a model with several."""
+    structure = keras_internals.outputs_struct(model)
+    if isinstance(structure, dict):
+        tensor = structure.get(name)
+    elif isinstance(structure, (list, tuple)) and index < len(structure):
+        tensor = structure[index]
+    else:
+        tensor = None
+    shape = getattr(tensor, "shape", None)
+    return None if shape is None else tuple(shape)

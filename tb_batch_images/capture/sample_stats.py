@@ -3,27 +3,40 @@
 For every sample of every training batch (not only the logged ones), keyed by its
 `sample_id`, `SampleStats` accumulates on the device: appearances; the mean and
 variance of the probability of the given label (Dataset Cartography's confidence and
-variability, Swayamdipta et al. 2020); how often the prediction was right; the sum of
-the margin (AUM, Pleiss et al. 2020: the given label's score minus the largest other;
-logits for `from_logits=True` losses, probabilities otherwise); forgetting events
-(right at one appearance, wrong at the next); the last loss (cross-entropy of the given
-label); and which class was predicted instead when wrong.
+variability, Swayamdipta et al. 2020); how often the prediction was right; the sum
+of the margin (AUM, Pleiss et al. 2020: the given label's score minus the largest
+other; logits for `from_logits=True` losses, probabilities otherwise); forgetting
+events (right at one appearance, wrong at the next); the last loss (cross-entropy of
+the given label); and which class was predicted instead when wrong.
 
 `SampleStats` is a `keras.metrics.Metric`, appended to the model's metrics for the
 duration of `fit`, so its variables are part of Keras's own metrics state: updated in
 place under TensorFlow (graph, XLA, `steps_per_execution`), threaded through the
-stateless step on JAX, and assigned in place on PyTorch. Nothing leaves the device
+stateless step on JAX, and written in place on PyTorch. Nothing leaves the device
 per step; the host reads the variables once per epoch (`read`). Its `reset_state` does
 nothing (Keras resets metrics every epoch; these statistics span the whole fit).
 
-Per step the update touches every row (`segment_sum` into `[num_samples, ...]`), so
-its cost grows with the number of samples: device memory is `(40 + 4 *
-num_classes)` bytes per sample (40 without the per-class counts, which are
-kept while `num_samples * num_classes <= 2**24`).
+**O(batch) per step.** The accumulators are one `[num_samples + 1, COLUMNS]` table
+(and, while small, a `[num_samples + 1, num_classes]` table of wrong predictions); a
+step gathers its batch's rows, computes their new values and writes those rows back
+(`capture.backends.write_rows`: `scatter_nd_update` on TensorFlow, `.at[].set` on a
+donated buffer on JAX, `index_copy_` on PyTorch). Nothing else is read or written, so
+the cost of a step does not depend on the number of samples. An id that appears
+several times in one batch is handled exactly as if its appearances came one after
+the other in batch order (a `[batch, batch]` comparison of ids groups them): every
+appearance of the id computes the same new row, so the order in which the duplicate
+writes land does not matter. Samples whose id is outside `[0, num_samples)` (or whose
+label is outside the classes) write to the spare last row, which is never read, and
+are counted (`dropped`).
+
+Device memory: `4 * (COLUMNS + num_classes)` bytes per sample (`4 * COLUMNS` without the
+per-class counts, which are kept while `num_samples * num_classes <= 2**24`): 80
+bytes per sample with 10 classes, 80 MB for a million samples.
 
 The host turns the accumulators into the columns of the format
-(`tb_batch_images.host.data_map.derive`); the logger's `DataMapTracker` reads
-and writes them once per epoch.
+(`tb_batch_images.host.data_map`: `derive`, and `EpochWeighting`, which weighs each
+epoch for the suspect score); the logger's `DataMapTracker` reads and writes them once
+per epoch.
 """
 
 from __future__ import annotations
@@ -33,18 +46,42 @@ from typing import Any
 import keras
 import numpy as np
 
+from tb_batch_images.capture.backends import write_rows
+
 # Kept as a [num_samples, num_classes] table while it stays this small (64 MiB).
 MAX_CLASS_COUNTS = 2**24
 
-
-LAST_CORRECT, LAST_LOSS, LAST_WRONG, LAST_LABEL = range(4)
-
-
+# The columns of the accumulator table, in order, and their starting values.
+TABLE = (
+    ("count", 0.0),
+    ("mean_p", 0.0),  # Chan/Welford: exact in float32
+    ("m2_p", 0.0),
+    ("correct", 0.0),
+    ("margin_sum", 0.0),
+    ("forgotten", 0.0),
+    ("last_correct", -1.0),
+    ("last_loss", -1.0),
+    ("last_wrong", -1.0),  # the class predicted at the last wrong appearance
+    ("last_label", -1.0),
+)
+COLUMNS = len(TABLE)
+(
+    COUNT,
+    MEAN_P,
+    M2_P,
+    CORRECT,
+    MARGIN_SUM,
+    FORGOTTEN,
+    LAST_CORRECT,
+    LAST_LOSS,
+    LAST_WRONG,
+    LAST_LABEL,
+) = range(COLUMNS)
 _EPSILON = 1e-7
 
 
 class SampleStats(keras.metrics.Metric):
-    """Per-sample accumulators, `[num_samples, ...]`, updated inside the train step."""
+    """Per-sample accumulators, `[num_samples + 1, ...]`, updated inside the train step."""
 
     def __init__(
         self,
@@ -59,30 +96,36 @@ class SampleStats(keras.metrics.Metric):
         self.num_classes = c = int(num_classes)
         self.activation = activation
         self.from_logits = bool(from_logits)
-
-        def variable(shape, name, value=0.0):
-            return self.add_variable(
-                shape=shape,
-                initializer=keras.initializers.Constant(value),
-                dtype="float32",
-                name=name,
-            )
-
-        # Row n counts the dropped samples (ids outside [0, n)).
-        self.counts = variable((n + 1,), "counts")
-        self.mean_p = variable((n,), "mean_p")  # Chan/Welford: exact in float32
-        self.m2_p = variable((n,), "m2_p")
-        self.correct = variable((n,), "correct")
-        self.margin_sum = variable((n,), "margin_sum")
-        self.forgotten = variable((n,), "forgotten")
-        self.last = variable((n, 4), "last", -1.0)  # correct, loss, wrong, label
-        self.class_counts = (
-            variable((n, c), "class_counts") if n * c <= MAX_CLASS_COUNTS else None
+        self._initial = np.array([value for _, value in TABLE], np.float32)
+        # Row n is spare: the rows of dropped samples (never read).
+        self.table = self.add_variable(
+            shape=(n + 1, COLUMNS),
+            initializer=keras.initializers.Constant(0.0),
+            dtype="float32",
+            name="table",
         )
+        self.dropped = self.add_variable(
+            shape=(),
+            initializer=keras.initializers.Constant(0.0),
+            dtype="float32",
+            name="dropped",
+        )
+        self.class_counts = (
+            self.add_variable(
+                shape=(n + 1, c),
+                initializer=keras.initializers.Constant(0.0),
+                dtype="float32",
+                name="class_counts",
+            )
+            if n * c <= MAX_CLASS_COUNTS
+            else None
+        )
+        self.clear()
 
     # -- in the step -------------------------------------------------------------
     def update_state(self, sample_ids: Any, y: Any, y_pred: Any) -> None:
-        """Adds one training batch. Runs inside the step (keras.ops only)."""
+        """Adds one training batch. Runs inside the step (keras.ops, and
+        `backends.write_rows` for the in-place write)."""
         ops = keras.ops
         n, c = self.num_samples, self.num_classes
         ids = ops.reshape(ops.cast(sample_ids, "int32"), [-1])
@@ -92,13 +135,8 @@ class SampleStats(keras.metrics.Metric):
             ops.logical_and(label >= 0, label < c),
         )
         label = ops.clip(label, 0, c - 1)
-        segment = ops.where(valid, ids, n)
-        row = ops.clip(ids, 0, n - 1)
-        ones = ops.ones_like(ops.cast(ids, "float32"))
-        weight = ops.cast(valid, "float32")
-
-        def add_up(values):  # [batch, ...] -> [n + 1, ...]
-            return ops.segment_sum(values, segment, num_segments=n + 1)
+        row = ops.where(valid, ids, n)  # dropped samples: the spare row
+        old = ops.take(self.table.value, row, axis=0)  # [batch, COLUMNS]
 
         one_hot = ops.one_hot(label, c)
         p_given = ops.sum(probs * one_hot, axis=-1)
@@ -108,46 +146,106 @@ class SampleStats(keras.metrics.Metric):
         other = ops.max(ops.where(one_hot > 0, -np.inf, scores), axis=-1)
         margin = given_score - other
         loss = -ops.log(ops.clip(p_given, _EPSILON, 1.0))
-        was_correct = ops.take(self.last.value[:, LAST_CORRECT], row)
-        forgot = ops.cast(was_correct > 0.5, "float32") * (1.0 - is_correct) * weight
 
-        # Every new value is computed before any variable is written.
-        old_counts = self.counts.value[:n]
-        old_mean, old_m2, last = self.mean_p.value, self.m2_p.value, self.last.value
-        batch_counts = add_up(ones)
-        counts = old_counts + batch_counts[:n]
-        seen = batch_counts[:n] > 0
-        # Chan et al.'s parallel update of mean and M2 (no cancellation in float32).
-        batch_mean = add_up(p_given)[:n] / ops.maximum(batch_counts[:n], 1.0)
-        deviation = p_given - ops.take(ops.pad(batch_mean, [[0, 1]]), segment)
-        batch_m2 = add_up(deviation * deviation)[:n]
-        delta = batch_mean - old_mean
-        share = batch_counts[:n] / ops.maximum(counts, 1.0)
-        was_wrong_class = ops.take(self.last.value[:, LAST_WRONG], row)
-        wrong_class = ops.where(
-            is_correct > 0.5, was_wrong_class, ops.cast(predicted, "float32")
+        # The batch's appearances of each id, in batch order: same[i, j] when
+        # positions i and j carry the same (valid) id.
+        same = ops.logical_and(
+            ops.equal(row[:, None], row[None, :]),
+            ops.logical_and(valid[:, None], valid[None, :]),
         )
-        latest = [is_correct, loss, wrong_class, ops.cast(label, "float32")]
-        latest = ops.stack(latest, axis=1)
-        latest = ops.segment_max(latest, segment, num_segments=n + 1)[:n]
+        size = ops.shape(ids)[0]
+        position = ops.arange(size, dtype="int32")
+        before = position[None, :] < position[:, None]  # j comes before i
 
-        updates = [
-            (self.counts, self.counts.value + batch_counts),
-            (self.mean_p, ops.where(seen, old_mean + delta * share, old_mean)),
-            (self.m2_p, old_m2 + batch_m2 + delta * delta * old_counts * share),
-            (self.correct, self.correct.value + add_up(is_correct)[:n]),
-            (self.margin_sum, self.margin_sum.value + add_up(margin)[:n]),
-            (self.forgotten, self.forgotten.value + add_up(forgot)[:n]),
-            (self.last, ops.where(seen[:, None], latest, last)),
-        ]
+        def latest(mask):
+            """Per position: the last j with mask[i, j], or -1."""
+            return ops.max(ops.where(mask, position[None, :], -1), axis=1)
+
+        def at(values, index, default):
+            """values[index] where index >= 0, else default."""
+            picked = ops.take(values, ops.maximum(index, 0), axis=0)
+            return ops.where(index >= 0, picked, default)
+
+        weight = ops.cast(same, "float32")
+        ones = ops.cast(valid, "float32")
+        # A non-finite output (NaN, inf) must not leak into the other ids' sums of
+        # the matmul (0 * NaN is NaN): summed as 0, and its id's means set to NaN.
+        finite = ops.logical_and(ops.isfinite(p_given), ops.isfinite(margin))
+        p_given = ops.where(finite, p_given, 0.0)
+        margin = ops.where(finite, margin, 0.0)
+        non_finite = ops.matmul(
+            weight, ops.expand_dims(1.0 - ops.cast(finite, "float32"), 1)
+        )
+        non_finite = non_finite[:, 0] > 0.5
+        # Forgetting: right at an appearance, wrong at the next one (the previous
+        # appearance is an earlier one of this batch, else the stored last one).
+        was_correct = at(
+            is_correct,
+            latest(ops.logical_and(same, before)),
+            old[:, LAST_CORRECT],
+        )
+        forgot = ops.cast(was_correct > 0.5, "float32") * (1.0 - is_correct) * ones
+        # Sums over each id's appearances in the batch: one [batch, batch] matmul.
+        summed = ops.matmul(
+            weight,
+            ops.stack(
+                [
+                    ones,
+                    p_given,
+                    is_correct,
+                    margin,
+                    forgot,
+                ],
+                axis=1,
+            ),
+        )
+        batch_count, p_sum, correct_sum, margin_sum, forgot_sum = (
+            summed[:, i] for i in range(5)
+        )
+        # Chan et al.'s parallel update of mean and M2 (no cancellation in float32).
+        old_count = old[:, COUNT]
+        count = old_count + batch_count
+        batch_mean = p_sum / ops.maximum(batch_count, 1.0)
+        deviation = (p_given - batch_mean) * ones
+        batch_m2 = ops.matmul(weight, ops.expand_dims(deviation * deviation, 1))[:, 0]
+        delta = batch_mean - old[:, MEAN_P]
+        share = batch_count / ops.maximum(count, 1.0)
+        # The last appearance's values; the class of the last wrong one.
+        last = latest(same)
+        last_wrong = at(
+            ops.cast(predicted, "float32"),
+            latest(ops.logical_and(same, (is_correct < 0.5)[None, :])),
+            old[:, LAST_WRONG],
+        )
+
+        def unless_non_finite(values):
+            return ops.where(non_finite, np.nan, values)
+
+        new = {
+            COUNT: count,
+            MEAN_P: unless_non_finite(old[:, MEAN_P] + delta * share),
+            M2_P: unless_non_finite(
+                old[:, M2_P] + batch_m2 + delta * delta * old_count * share
+            ),
+            CORRECT: old[:, CORRECT] + correct_sum,
+            MARGIN_SUM: unless_non_finite(old[:, MARGIN_SUM] + margin_sum),
+            FORGOTTEN: old[:, FORGOTTEN] + forgot_sum,
+            LAST_CORRECT: at(is_correct, last, old[:, LAST_CORRECT]),
+            LAST_LOSS: at(loss, last, old[:, LAST_LOSS]),
+            LAST_WRONG: last_wrong,
+            LAST_LABEL: at(ops.cast(label, "float32"), last, old[:, LAST_LABEL]),
+        }
+        rows = ops.stack([new[i] for i in range(COLUMNS)], axis=1)
+        updates = [(self.table, rows)]
         if self.class_counts is not None:
-            wrong = ops.one_hot(predicted, c) * (1.0 - is_correct)[:, None]
-            updates.append(
-                (self.class_counts, self.class_counts.value + add_up(wrong)[:n])
-            )
-        # Assigned only now: on PyTorch a variable's value is updated in place.
-        for variable, value in updates:
-            variable.assign(value)
+            wrong = ops.one_hot(predicted, c) * ((1.0 - is_correct) * ones)[:, None]
+            old_counts = ops.take(self.class_counts.value, row, axis=0)
+            updates.append((self.class_counts, old_counts + ops.matmul(weight, wrong)))
+        dropped = self.dropped.value + ops.sum(1.0 - ones)
+        # Written only now: on PyTorch a write is in place.
+        for variable, values in updates:
+            write_rows(variable, row, values)
+        self.dropped.assign(dropped)
 
     def _head(self, y: Any, y_pred: Any) -> tuple[Any, Any, Any]:
         """(probabilities [batch, C], scores for the margin, given label [batch])."""
@@ -180,21 +278,28 @@ class SampleStats(keras.metrics.Metric):
         """Nothing: Keras resets metrics each epoch; these span the fit (`clear`)."""
 
     def clear(self) -> None:
-        for variable in self.variables:
-            value = -1.0 if variable is self.last else 0.0
-            variable.assign(np.full(variable.shape, value, np.float32))
+        n = self.num_samples
+        self.table.assign(np.tile(self._initial, (n + 1, 1)))
+        self.dropped.assign(np.zeros((), np.float32))
+        if self.class_counts is not None:
+            self.class_counts.assign(np.zeros(self.class_counts.shape, np.float32))
 
     def result(self) -> dict:
         return {}  # nothing in the logs
 
     # -- on the host -----------------------------------------------------------------
     def read(self) -> dict[str, np.ndarray]:
-        """The accumulators as numpy (one read per variable, once per epoch)."""
-        names = ["counts", "mean_p", "m2_p", "correct", "margin_sum", "forgotten"]
-        names.append("last")
+        """The accumulators as numpy, by name (one read per variable, once per epoch):
+        each column of `TABLE` `[num_samples]`, `dropped` (a count) and, when kept,
+        `class_counts` `[num_samples, num_classes]`."""
+        n = self.num_samples
+        table = _numpy(self.table)[:n]
+        found = {name: table[:, i] for i, (name, _) in enumerate(TABLE)}
+        found["dropped"] = _numpy(self.dropped)
         if self.class_counts is not None:
-            names.append("class_counts")
-        return {
-            name: np.asarray(keras.ops.convert_to_numpy(getattr(self, name).value))
-            for name in names
-        }
+            found["class_counts"] = _numpy(self.class_counts)[:n]
+        return found
+
+
+def _numpy(variable: Any) -> np.ndarray:
+    return np.asarray(keras.ops.convert_to_numpy(variable.value))

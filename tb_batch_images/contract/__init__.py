@@ -27,10 +27,12 @@ from tb_batch_images.contract.records import (
     summary_metadata,
 )
 from tb_batch_images.contract.sample_stats import (
+    SUSPECT_FIELDS,
     SampleStatsEpoch,
     decode_sample_stats,
     encode_sample_stats,
     rank_suspects,
+    suspects_csv,
 )
 from tb_batch_images.contract.schema import (
     Checked,
@@ -39,6 +41,7 @@ from tb_batch_images.contract.schema import (
 )
 
 __all__ = [
+    "SUSPECT_FIELDS",
     "Checked",
     "CompositionBlock",
     "decode_composition",
@@ -56,4 +59,5 @@ __all__ = [
     "parse_plugin_content",
     "rank_suspects",
     "summary_metadata",
+    "suspects_csv",
 ]

@@ -32,7 +32,10 @@ SERIES_WATCHLIST = "watchlist"
 SERIES_COMPOSITION = "composition"
 # Series whose values are batch records (element 0) followed by images.
 BATCH_SERIES = (SERIES_BATCHES, SERIES_WATCHLIST)
-SAMPLE_STATS_VERSION = 1
+# 2: `weighted_confidence`, `weighted_correct` (the suspect score's parts) and
+# `last_predicted`; values of version 1 lack them and still read (each value lists
+# its columns).
+SAMPLE_STATS_VERSION = 2
 COMPOSITION_VERSION = 1
 
 # Why a batch was logged: the record's `trigger` (docs/format.md). A batch the schedule
@@ -57,6 +60,9 @@ SAMPLE_STATS_COLUMNS = (
     "label",
     "predicted_instead",
     "suspect_score",
+    "weighted_confidence",
+    "weighted_correct",
+    "last_predicted",
 )
 
 # Training and validation: the sub-directories of the user's log_dir, the same as

@@ -562,6 +562,7 @@ STATUS_RECORD = _Object(
         "batches_written": _count(),
         "dropped": _Counts(),
         "warnings": _List(_Text(), MAX_STATUS_WARNINGS, keep_good_items=True),
+        "data_map_off": _Text(),
     },
 )
 

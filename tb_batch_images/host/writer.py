@@ -226,7 +226,10 @@ class BackgroundWriter:
         extra = dict(extra)
         step = int(extra.pop("step", 0))
         with self._lock:
-            modes = sorted(set(self._writers) | set(self._dropped))
+            modes = set(self._writers) | set(self._dropped)
+        if extra.get("data_map_off"):  # the Dataset view reads it from the train run
+            modes.add("train")
+        modes = sorted(modes)
         for mode in modes:
             record = {
                 "mode": mode,

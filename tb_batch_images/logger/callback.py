@@ -111,9 +111,11 @@ class BatchImageLogger(keras.callbacks.Callback):
             `tb_batch_images.read_sample_stats`). Needs an integer
             `x["sample_id"]` in the batches, their number (`num_samples=` or
             `filenames=`) and a classification head (softmax or one sigmoid
-            output). Defaults to None: on where possible, a log message saying
-            why where not. `True`: the same, with a warning where not. `False`:
-            off. Device memory: about `40 + 4 * classes` bytes per sample.
+            output; with several outputs, the head the gallery logs, `output=`).
+            Defaults to None: on where possible, one warning saying why (and the
+            fix) where not, the same reason in the Dataset view. `True`: the same.
+            `False`: off, silently. Each step touches only its batch's rows; device
+            memory: `40 + 4 * classes` bytes per sample (80 with 10 classes).
         num_samples: how many sample ids there are (ids are `0..num_samples-1`).
             Defaults to None: `len(filenames)` when `filenames=` is given.
         watchlist: with the data map on, how many of the last epoch's top suspects

@@ -14,7 +14,6 @@ writes, the background writer and the logger's `batch_encoder`.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -30,7 +29,9 @@ from tb_batch_images.capture.selector import SampleSelector
 from tb_batch_images.host import data_map
 from tb_batch_images.host.writer import BackgroundWriter
 
-_log = logging.getLogger("tb_batch_images")
+_HEAD_FIX = (
+    "; with several outputs, output= names the classification head the data map reads"
+)
 
 Warn = Callable[[str, str], None]
 # (batch, sequence, selector, selection) -> a function building its record's
@@ -68,15 +69,20 @@ class DataMapTracker:
         stats: SampleStats | None,
         reason: str | None,
         model: keras.Model | None = None,
+        heads: Any = None,
     ):
-        """`model`: the model whose metrics the statistics join (with `stats`)."""
+        """`model`: the model whose metrics the statistics join (with `stats`);
+        `heads`: a model with several outputs, the statistics read `heads.chosen`."""
         self.settings = settings
         self.warn = warn
         self.stats = stats
-        self.reason = reason  # why it is off, said once if samples carry ids
+        self.heads = heads
+        self.reason = reason  # why it is off (said at the first training step)
+        self.off_reason: str | None = None  # why: the warning, the status record
         self.watchlist: watchlist.Watchlist | None = None
         self._model = model
         self._written: tuple[int, float] | None = None
+        self._weighting: data_map.EpochWeighting | None = None
         self._said = False
         self._watchlist_records = 0
         self._attached: list[keras.metrics.Metric] = []  # to take off the model
@@ -96,8 +102,9 @@ class DataMapTracker:
                 settings,
                 warn,
                 None,
-                "the number of samples is unknown: pass num_samples= (or "
-                "filenames=) to BatchImageLogger",
+                "the number of sample ids is unknown: pass num_samples= (ids are "
+                "0..num_samples-1) or filenames= (a list indexed by the ids) to "
+                "BatchImageLogger",
             )
         if not keras_internals.can_attach_metrics(model):
             return cls(
@@ -107,17 +114,19 @@ class DataMapTracker:
                 f"Keras {keras_internals.KERAS_VERSION} keeps the model's metrics "
                 f"where the logger cannot add its accumulators",
             )
+        heads = adapter.heads  # several outputs: the head the gallery logs
         try:
-            head = losses.classifier_head(model)
+            head = losses.classifier_head(model, heads)
         except losses.HeadUnsupported as error:
-            return cls(settings, warn, None, str(error))
+            reason = f"{error}{_HEAD_FIX if heads is not None else ''}"
+            return cls(settings, warn, None, reason)
         stats = _in_scope(
             model,
             lambda: SampleStats(
                 num_samples, head.num_classes, head.activation, head.from_logits
             ),
         )
-        tracker = cls(settings, warn, stats, None, model=model)
+        tracker = cls(settings, warn, stats, None, model=model, heads=heads)
         if settings.watchlist:
             tracker.add_watchlist(adapter)
         return tracker
@@ -153,11 +162,13 @@ class DataMapTracker:
         except watchlist.WatchlistUnavailable as error:
             self.warn("watchlist_off", f"the watchlist is off: {error}")
             return
+        heads = self.heads
         selector = SampleSelector(
             layout,
             samples=min(self.settings.watchlist, watchlist.CAPTURES_PER_STEP),
             selection="first",
             loss_fn=losses.per_sample_loss_fn(getattr(model, "loss", None)),
+            heads=heads,
         )
         if backend == "tensorflow":  # XLA cannot antialias a resize
             selector.antialias = not uses_xla(model)
@@ -175,6 +186,7 @@ class DataMapTracker:
 
     def begin_fit(self, step: int) -> None:
         self._written = None
+        self._weighting = None  # the suspect score's epochs: this fit's
         if self.stats is not None:
             self.stats.clear()
         self._epoch_base = int(step)
@@ -194,14 +206,21 @@ class DataMapTracker:
         `image`: the image source layer's output of this forward pass, if any."""
         sample_ids = metadata.get(contract.SAMPLE_ID_KEY)
         if sample_ids is None:
+            filenames = contract.FILENAME_KEY in metadata
             self._say(
-                "the batches carry no x['sample_id'] (an integer index into "
-                "filenames=, from image_dataset_from_directory or your own map)"
+                "the batches carry no integer x['sample_id']"
+                + (" (x['filename'] strings alone cannot key it)" if filenames else "")
+                + ": make x a dict {'image': ..., 'sample_id': index} (an integer "
+                "per sample, indexing filenames=), e.g. with "
+                "tb_batch_images.image_dataset_from_directory"
             )
             return
         if self.stats is None:
             self._say(self.reason)
             return
+        if self.heads is not None:  # the logged head's label and output
+            chosen = self.heads.chosen
+            y, y_pred = self.heads.pick(y, chosen), self.heads.pick(y_pred, chosen)
         self.stats.update_state(sample_ids, y, y_pred)
         if self.watchlist is not None:
             layout = self.watchlist.selector.layout
@@ -220,20 +239,27 @@ class DataMapTracker:
                     self.watchlist = None
 
     def _say(self, reason: str) -> None:
-        """One message per fit, at trace time, saying why the data map is off.
+        """Notes, in the step (at its first trace), why the data map is off and how
+        to turn it on; `say_why` gives the warning on the host. The reason goes into
+        the status record too, for the gallery's Dataset view."""
+        if self.off_reason is None:
+            self.off_reason = reason
 
-        A warning when the user asked for it (`sample_stats=True`); otherwise a log
-        message, so that loggers used without ids stay quiet.
-        """
-        if self._said:
+    def say_why(self, logger_on: bool) -> None:
+        """On the host after training steps: one warning saying why the data map is
+        off (`sample_stats=False` silences it), unless the logger turned itself off
+        for training (its own warning is then the one message: a second one about
+        the data map would only repeat that nothing is logged)."""
+        if self.off_reason is None or self._said:
             return
         self._said = True
-        message = f"the data map (per-sample statistics) is off: {reason}"
-        settings = self.settings
-        if settings.sample_stats is True or settings.num_samples is not None:
-            self.warn("sample_stats_off", message)
-        else:
-            _log.info("%s (sample_stats=False silences this)", message)
+        if self.settings.sample_stats is False or not logger_on:
+            return
+        self.warn(
+            "sample_stats_off",
+            f"the data map (per-sample statistics, the Dataset view) is off: "
+            f"{self.off_reason}. sample_stats=False silences this.",
+        )
 
     # -- on the host ------------------------------------------------------------------
     def write(
@@ -248,13 +274,16 @@ class DataMapTracker:
         if self.stats is None or writer is None:
             return
         accumulators = self.stats.read()
-        total = float(accumulators["counts"].sum())
+        total = float(accumulators["count"].sum() + accumulators["dropped"])
         if final and self._written == (epoch, total):
             return  # the epoch end already wrote exactly this
         if total == 0:
             return
         self._written = (epoch, total)
-        columns, dropped = data_map.derive(accumulators)
+        if self._weighting is None:
+            self._weighting = data_map.EpochWeighting(self.stats.num_samples)
+        self._weighting.add(accumulators)
+        columns, dropped = data_map.derive(accumulators, self._weighting)
         if dropped:
             self.warn(
                 "sample_ids_out_of_range",
@@ -283,10 +312,9 @@ class DataMapTracker:
             self._write_watchlist(epoch, step, writer, batch_encoder)
             if not final:  # the next epoch watches this epoch's top suspects
                 top = contract.rank_suspects(
-                    columns["suspect_score"], self.watchlist.size
+                    columns["suspect_score"], self.watchlist.size, columns["count"]
                 )
-                seen = columns["count"][top] > 0
-                self.watchlist.watch(top[seen], step=int(step))
+                self.watchlist.watch(top, step=int(step))
         self._epoch_base = int(step)
 
     def _write_watchlist(

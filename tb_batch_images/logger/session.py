@@ -164,6 +164,8 @@ class CaptureSession:
 
     def end_train_batch(self, batch: int) -> None:
         self.global_step = self.schedule.epoch_base + batch + 1
+        if self.data_map is not None:  # the steps so far said whether it is off
+            self.data_map.say_why(self.capturing("train"))
 
     def begin_validation(self) -> None:
         settings = self.settings
@@ -189,6 +191,7 @@ class CaptureSession:
         if self.composition is not None and self.composition.due():
             self._write_composition(force=True)
         if self.data_map is not None:
+            self.data_map.say_why(self.capturing("train"))
             self.data_map.write(
                 epoch, self.global_step, self.writer, self.batch_encoder
             )
@@ -217,9 +220,10 @@ class CaptureSession:
                 self.batch_encoder,
                 final=True,
             )
+        status = self._status_extra()  # before uninstall forgets the data map
         self.uninstall()
         if self.writer is not None:
-            self.writer.close(timeout=60, status_extra=self._status_extra())
+            self.writer.close(timeout=60, status_extra=status)
             self.writer = None
 
     def close_quietly(self) -> None:
@@ -379,7 +383,11 @@ class CaptureSession:
             self.adapter.prepare_display(selector.layout)
 
     def _status_extra(self) -> dict[str, Any]:
-        return {"step": self.global_step, "warnings": list(self._warning_texts)}
+        extra = {"step": self.global_step, "warnings": list(self._warning_texts)}
+        off = None if self.data_map is None else self.data_map.off_reason
+        if off is not None:  # the Dataset view says why it has nothing to show
+            extra["data_map_off"] = off
+        return extra
 
 
 def _optimizer_step(model: keras.Model) -> int:

@@ -91,6 +91,7 @@ class BatchImagesPlugin(base_plugin.TBPlugin):
             "/history": self._serve_history,
             "/sample_stats": self._serve_sample_stats,
             "/sample_stats_runs": self._serve_sample_stats_runs,
+            "/suspects.csv": self._serve_suspects_csv,
             "/sample": self._serve_sample,
             "/sample_pictures": self._serve_sample_pictures,
             "/loss_curve": self._serve_loss_curve,
@@ -189,7 +190,13 @@ class BatchImagesPlugin(base_plugin.TBPlugin):
     def _serve_sample_stats_runs(self, request: wrappers.Request) -> wrappers.Response:
         ctx, experiment = context(request)
         runs = sample_stats.runs_with_stats(self._provider, ctx, experiment)
-        return _json(request, {"runs": runs})
+        with_stats = {run["run"] for run in runs}
+        off = [
+            {"run": run, "reason": record["data_map_off"]}
+            for run, record in sorted(self._data.statuses(ctx, experiment).items())
+            if record.get("data_map_off") and run not in with_stats
+        ]
+        return _json(request, {"runs": runs, "off": off})
 
     @_route
     def _serve_sample_stats(self, request: wrappers.Request) -> wrappers.Response:
@@ -199,6 +206,17 @@ class BatchImagesPlugin(base_plugin.TBPlugin):
             self._provider, ctx, experiment, required(request, "run"), step
         )
         return _json(request, answer)
+
+    @_route
+    def _serve_suspects_csv(self, request: wrappers.Request) -> wrappers.Response:
+        ctx, experiment = context(request)
+        step = integer(request, "step") if request.args.get("step") else None
+        text, filename = sample_stats.suspects_csv(
+            self._provider, ctx, experiment, required(request, "run"), step
+        )
+        response = http_util.Respond(request, text, "text/csv; charset=utf-8")
+        response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+        return response
 
     @_route
     def _serve_sample(self, request: wrappers.Request) -> wrappers.Response:

@@ -91,6 +91,9 @@ def sample_stats(
     if chosen is None:
         raise errors.NotFoundError(f"run {run!r} has no sample statistics at {step}")
     table = _table(data_provider, ctx, run, chosen)
+    score = table.columns["suspect_score"]
+    seen = table.column("count") > 0
+    earlier = [d for d in datums if d.step <= chosen.step]
     return {
         "run": run,
         "step": int(chosen.step),
@@ -100,11 +103,64 @@ def sample_stats(
         "num_classes": table.record.get("num_classes"),
         "head": table.record.get("head"),
         "dropped": table.record.get("dropped", 0),
+        "stats_version": table.record.get("stats_version", 1),
         "class_names": table.class_names,
         "filenames": table.filenames,
         "columns": {name: _json_list(v) for name, v in table.columns.items()},
         "suspects": table.suspects(SUSPECTS),
+        "non_finite": int(np.sum(seen & ~np.isfinite(score))),
+        "reliability": table.reliability(),
+        "confusion": table.confusion(),
+        "classes": table.class_summary(),
+        "class_trend": [
+            _class_trend_point(data_provider, ctx, run, datum) for datum in earlier
+        ],
     }
+
+
+def suspects_csv(
+    data_provider: Any, ctx: Any, experiment: str, run: str, step: int | None
+) -> tuple[str, str]:
+    """(the CSV of every seen sample of `run` at `step`, ranked; a file name)."""
+    datums = _datums(data_provider, ctx, experiment, run)
+    chosen = (
+        datums[-1]
+        if step is None
+        else next((d for d in datums if d.step == step), None)
+    )
+    if chosen is None:
+        raise errors.NotFoundError(f"run {run!r} has no sample statistics at {step}")
+    table = _table(data_provider, ctx, run, chosen)
+    name = "".join(c if c.isalnum() or c in "-_." else "_" for c in run).strip("_")
+    filename = f"suspects_{name or 'run'}_epoch{table.epoch}.csv"
+    return contract.suspects_csv(table.suspect_rows(None)), filename
+
+
+# Per-class accuracy and loss of each sample-stats value, by its blob keys (a value
+# never changes): the Dataset view's loss trend reads every epoch of a run.
+_TREND_CACHE: dict[tuple, dict[str, Any]] = {}
+_TREND_CACHE_SIZE = 4096
+
+
+def _class_trend_point(data_provider: Any, ctx: Any, run: str, datum: Any) -> dict:
+    key = (run, int(datum.step), tuple(str(b.blob_key) for b in datum.values))
+    found = _TREND_CACHE.get(key)
+    if found is None:
+        table = _table(data_provider, ctx, run, datum)
+        classes = table.class_summary()
+        found = {
+            "epoch": table.epoch,
+            "step": int(datum.step),
+            "accuracy": [c["accuracy"] for c in classes],
+            "loss": [
+                None if c["loss"] is None else float(f"{c['loss']:.6g}")
+                for c in classes
+            ],
+        }
+        if len(_TREND_CACHE) >= _TREND_CACHE_SIZE:
+            _TREND_CACHE.pop(next(iter(_TREND_CACHE)))
+        _TREND_CACHE[key] = found
+    return found
 
 
 def sample_detail(

@@ -393,6 +393,16 @@ class BatchImagesData:
         return self.provider.read_blob(ctx, blob_key=ref.blob_keys[index + 1])
 
     # -- runs -----------------------------------------------------------------
+    def statuses(self, ctx: Any, experiment: str) -> dict[str, dict[str, Any]]:
+        """The latest usable status record of each run that has one."""
+        found = {}
+        for series in self.all_series(ctx, experiment):
+            if series.kind == contract.SERIES_STATUS and series.steps:
+                record = self._status_record(ctx, series)
+                if record is not None:
+                    found[series.run] = record
+        return found
+
     def runs(self, ctx: Any, experiment: str) -> list[dict[str, Any]]:
         """The `Run` objects of docs/api.md, one per (run, batches tag)."""
         all_series = self.all_series(ctx, experiment)

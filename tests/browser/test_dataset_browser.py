@@ -4,8 +4,11 @@ Runs of `logs`, trained with the real `BatchImageLogger` (data map and watchlist
 no batches scheduled, so every picture shown is a watchlist capture):
 - `rig_a`, `rig_b`: the correspondence rig's images (`tests/fixtures/rig.py`: the pixels encode
   the sample id), every 7th label wrong, 4 epochs;
-- `large`: 20,000 samples (class-tinted noise, 10% of the labels flipped), the
-  tens-of-thousands case, and the README's screenshot.
+- `large`: 20,000 samples (class-tinted noise, 10% of the labels flipped, each file
+  in its true class's folder), the tens-of-thousands case, and the README's
+  screenshot;
+- `plain`: a fit whose batches carry no sample ids: the data map is off, and the
+  Dataset view says why in the logger's own words (its status record).
 
 What the page shows is checked against the event files (`read_sample_stats`,
 `read_batches(..., watchlist=True)`) and against the pictures' own pixels, never
@@ -71,6 +74,40 @@ def _train_rig(log_dir: Path, seed: int) -> None:
     )
 
 
+def _large_filenames(labels: np.ndarray) -> list[str]:
+    names = ["red", "green", "blue"]
+    return [
+        f"/data/tinted_noise/{names[label]}/shape_{i:05d}.png"
+        for i, label in enumerate(labels)
+    ]
+
+
+def _train_plain(log_dir: Path) -> str:
+    """A fit without sample ids; returns the logger's data-map warning."""
+    import warnings
+
+    import keras
+
+    from tb_batch_images import BatchImageLogger
+
+    images = np.random.default_rng(0).random((32, 8, 8, 3)).astype("float32")
+    model = keras.Sequential(
+        [keras.Input((8, 8, 3)), keras.layers.Flatten(), keras.layers.Dense(3)]
+    )
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(
+            images,
+            np.arange(32) % 3,
+            batch_size=8,
+            epochs=1,
+            verbose=0,
+            callbacks=[BatchImageLogger(str(log_dir), every_n_steps=0)],
+        )
+    return next(str(w.message) for w in caught if "data map" in str(w.message))
+
+
 def _train_large(log_dir: Path) -> None:
     import keras
 
@@ -105,7 +142,7 @@ def _train_large(log_dir: Path) -> None:
             BatchImageLogger(
                 str(log_dir),
                 every_n_steps=0,
-                filenames=[f"shape_{i:05d}.png" for i in range(LARGE_SAMPLES)],
+                filenames=_large_filenames(labels),
                 class_names=["red", "green", "blue"],
             )
         ],
@@ -118,6 +155,7 @@ def logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _train_rig(root / "rig_a", seed=0)
     _train_rig(root / "rig_b", seed=1)
     _train_large(root / "large")
+    (root / "plain_warning.txt").write_text(_train_plain(root / "plain"))
     return root
 
 
@@ -146,8 +184,10 @@ def board(logs: Path) -> Iterator[TensorBoardProcess]:
         expected["large/train"] = LARGE_EPOCHS
 
         def loaded() -> bool:
-            runs = server.json("/sample_stats_runs")["runs"]
-            return {r["run"]: len(r["steps"]) for r in runs} == expected
+            answer = server.json("/sample_stats_runs")
+            runs = {r["run"]: len(r["steps"]) for r in answer["runs"]}
+            off = [r["run"] for r in answer["off"]]
+            return runs == expected and off == ["plain/train"]
 
         server.wait_until(loaded)
         yield server
@@ -198,12 +238,22 @@ def _canvas(view: Gallery, run: str) -> dict[str, Any]:
 def _place(canvas: dict[str, Any], confidence: float, variability: float):
     """Where the page should draw a sample (CSS pixels, relative to the iframe)."""
     plot = canvas["plot"]
-    x = (
-        plot["left"]
-        + min(max(variability, 0), plot["x_max"]) / plot["x_max"] * plot["width"]
-    )
-    y = plot["top"] + (1 - min(max(confidence, 0), 1)) * plot["height"]
+    across = (variability - plot["x_min"]) / (plot["x_max"] - plot["x_min"])
+    up = (confidence - plot["y_min"]) / (plot["y_max"] - plot["y_min"])
+    x = plot["left"] + min(max(across, 0), 1) * plot["width"]
+    y = plot["top"] + (1 - min(max(up, 0), 1)) * plot["height"]
     return x, y
+
+
+def _shortened(path: str, most: int = 30) -> str:
+    """frontend/format.js shortenPath: folder/name, cut in the middle."""
+    parts = [p for p in path.replace("\\", "/").split("/") if p]
+    text = "/".join(parts[-2:]) if len(parts) > 1 else path
+    if len(text) <= most:
+        return text
+    tail = -(-(most - 1) * 6 // 10)
+    head = most - 1 - tail
+    return text[:head] + "…" + text[len(text) - tail :]
 
 
 def _drawable(epoch: Any) -> np.ndarray:
@@ -358,7 +408,9 @@ def test_two_runs_side_by_side_and_tens_of_thousands_of_points(
     assert large.frame.locator("canvas").count() == 1  # one canvas, no DOM per point
 
 
-def test_screenshot_of_the_data_map(dataset: Callable[..., Gallery]) -> None:
+def test_screenshot_of_the_data_map(
+    dataset: Callable[..., Gallery], logs: Path
+) -> None:
     view = dataset(ds_runs="large/train", ds_epoch=str(LARGE_EPOCHS - 2))
     view.frame.wait_for_function(
         """() => { const shown = [...document.querySelectorAll('.suspect-tile img')]
@@ -367,3 +419,170 @@ def test_screenshot_of_the_data_map(dataset: Callable[..., Gallery]) -> None:
     )
     view.screenshot("dataset.png")
     assert (SCREENSHOTS / "dataset.png").stat().st_size > 20_000
+
+    # The confusion matrix of the last epoch, its biggest mistake opened.
+    last = _epochs(logs, "large")[-1]
+    seen = last.columns["count"] > 0
+    matrix = np.zeros((3, 3), int)
+    np.add.at(
+        matrix,
+        (
+            last.columns["label"][seen].astype(int),
+            last.columns["last_predicted"][seen].astype(int),
+        ),
+        1,
+    )
+    np.fill_diagonal(matrix, 0)
+    g, p = (int(v) for v in np.unravel_index(np.argmax(matrix), matrix.shape))
+    view = dataset(ds_runs="large/train", ds_cell=f"{g},{p}", ds_cell_run="large/train")
+    panel = ".cell-samples .suspects-grid[data-status=ready]"
+    view.frame.wait_for_selector(panel)
+    view.frame.eval_on_selector(".confusion", "e => e.scrollIntoView()")
+    view.frame.wait_for_function(
+        """() => [...document.querySelectorAll('.cell-samples img')]
+                   .filter(i => i.getBoundingClientRect().top < innerHeight)
+                   .every(i => i.complete && i.naturalWidth)"""
+    )
+    view.screenshot("dataset_confusion.png")
+    assert (SCREENSHOTS / "dataset_confusion.png").stat().st_size > 20_000
+
+
+def _ranked(epoch: Any, ids: np.ndarray) -> list[int]:
+    """Ids ranked as the suspects are (non-finite first, then by score, by id)."""
+    rank = {sample_id: i for i, sample_id in enumerate(epoch.suspects(10**9))}
+    return sorted((int(i) for i in ids), key=lambda i: rank[i])
+
+
+def test_a_confusion_cell_opens_its_samples_with_their_pictures(
+    dataset: Callable[..., Gallery], logs: Path, board: TensorBoardProcess
+) -> None:
+    last = _epochs(logs, "rig_a")[-1]
+    given, predicted = last.columns["label"], last.columns["last_predicted"]
+    seen = last.columns["count"] > 0
+    expected = np.zeros((rig.CLASSES, rig.CLASSES), int)
+    np.add.at(expected, (given[seen].astype(int), predicted[seen].astype(int)), 1)
+    view = dataset(ds_runs="rig_a/train")
+    column = ".dataset-column[data-run='rig_a/train']"
+    assert view.frame.text_content(f"{column} .column-title") == "rig_a"
+    shown = view.frame.eval_on_selector_all(
+        f"{column} .confusion-cell",
+        "cells => cells.map(c => [Number(c.dataset.given), Number(c.dataset.predicted), Number(c.textContent)])",
+    )
+    matrix = np.zeros_like(expected)
+    for row, col, count in shown:
+        matrix[row, col] = count
+    np.testing.assert_array_equal(matrix, expected)
+    section = f"{column} .confusion"
+    assert view.frame.get_attribute(section, "data-diagonal") == str(np.trace(expected))
+    assert view.frame.get_attribute(section, "data-off-diagonal") == str(
+        expected.sum() - np.trace(expected)
+    )
+    # Per-class accuracy, as the event files hold it.
+    accuracy = view.frame.eval_on_selector_all(
+        f"{column} .class-accuracy", "cells => cells.map(c => c.textContent)"
+    )
+    for index, text in enumerate(accuracy):
+        mine = seen & (given == index)
+        right = np.mean(last.columns["last_correct"][mine] > 0.5)
+        assert text == f"{right * 100:.1f}%"
+
+    # The biggest off-diagonal cell: a click lists exactly its samples, ranked.
+    off = expected.copy()
+    np.fill_diagonal(off, 0)
+    g, p = (int(v) for v in np.unravel_index(np.argmax(off), off.shape))
+    assert off[g, p] > 0
+    view.frame.click(
+        f"{column} .confusion-cell[data-given='{g}'][data-predicted='{p}']"
+    )
+    panel = f"{column} .cell-samples[data-given='{g}'][data-predicted='{p}']"
+    view.frame.wait_for_selector(f"{panel} .suspects-grid[data-status=ready]")
+    members = np.flatnonzero(seen & (given == g) & (predicted == p))
+    ids = [
+        int(i)
+        for i in view.frame.eval_on_selector_all(
+            f"{panel} .suspect-tile", "tiles => tiles.map(t => t.dataset.sampleId)"
+        )
+    ]
+    assert ids == _ranked(last, members)[:40]
+    assert view.frame.get_attribute(panel, "data-count") == str(len(members))
+    assert f"ds_cell={g}%2C{p}" in view.page.url or f"ds_cell={g},{p}" in view.page.url
+    # Their pictures: the pixels say which sample (for those ever captured).
+    pictured = view.frame.eval_on_selector_all(
+        f"{panel} .suspect-tile[data-source=watchlist]",
+        "tiles => tiles.map(t => Number(t.dataset.rank))",
+    )
+    for rank in pictured[:3]:
+        selector = f"{panel} .suspect-tile[data-rank='{rank}'] img"
+        assert _picture_id(board, view.frame, selector) == ids[rank]
+    # A tile opens its sample.
+    view.frame.click(f"{panel} .suspect-tile[data-rank='0']")
+    view.frame.wait_for_selector(
+        f".sample-panel[data-sample-id='{ids[0]}'][data-status=ready]"
+    )
+
+
+def test_the_csv_export_downloads_the_ranked_list(
+    dataset: Callable[..., Gallery], logs: Path
+) -> None:
+    from tb_batch_images import read_sample_stats
+
+    view = dataset(ds_runs="rig_a/train")
+    with view.page.expect_download() as download:
+        view.frame.click(".dataset-column[data-run='rig_a/train'] .csv-link")
+    text = Path(download.value.path()).read_text(encoding="utf-8")
+    expected = read_sample_stats(str(logs), run="rig_a/train").suspects(None)
+    assert text == expected.to_csv()
+    assert download.value.suggested_filename == "suspects_rig_a_train_epoch3.csv"
+    lines = text.splitlines()
+    assert len(lines) == RIG_SAMPLES + 1
+    assert [line.split(",")[3] for line in lines[1:11]] == [
+        str(i) for i in _epochs(logs, "rig_a")[-1].suspects(10)
+    ]
+
+
+def test_a_run_whose_data_map_is_off_says_why_in_the_loggers_words(
+    dataset: Callable[..., Gallery], logs: Path
+) -> None:
+    view = dataset(ds_runs="rig_a/train")
+    notice = ".notice[data-kind=data-map-off][data-run='plain/train']"
+    reason = view.frame.text_content(f"{notice} .off-reason")
+    warning = (logs / "plain_warning.txt").read_text()
+    assert reason and reason in warning and "sample_id" in reason
+    assert view.frame.text_content(f"{notice} strong").startswith("plain:")
+
+
+def test_suspect_tiles_show_folder_and_file_and_the_map_fits_its_data(
+    dataset: Callable[..., Gallery], logs: Path
+) -> None:
+    last = _epochs(logs, "large")[-1]
+    view = dataset(ds_runs="large/train")
+    column = ".dataset-column[data-run='large/train']"
+    tiles = view.frame.eval_on_selector_all(
+        f"{column} .suspects-grid:not(.cell-grid) .suspect-tile",
+        """tiles => tiles.map(t => ({id: Number(t.dataset.sampleId),
+             shown: t.querySelector('.filename').textContent, title: t.title}))""",
+    )
+    assert tiles
+    for tile in tiles:
+        full = last.filenames[tile["id"]]
+        assert tile["title"] == full
+        assert tile["shown"] == _shortened(full)
+        assert "/" in tile["shown"]  # the class folder is there
+    plot = _canvas(view, "large/train")["plot"]
+    drawable = _drawable(last)
+    variability = last.columns["variability"][drawable]
+    confidence = last.columns["confidence"][drawable]
+    assert (
+        plot["x_min"] == 0
+        and variability.max() <= plot["x_max"] < variability.max() + 0.05 + 1e-6
+    )
+    assert plot["y_min"] <= confidence.min() < plot["y_min"] + 0.1 + 1e-6
+    assert (
+        confidence.max() <= plot["y_max"] < confidence.max() + 0.1 + 1e-6
+        or plot["y_max"] == 1
+    )
+    reliable = last.reliability()["reliable"]
+    assert view.frame.get_attribute(column, "data-reliable") == str(reliable).lower()
+    assert view.frame.is_visible(f"{column} .notice[data-kind=unreliable]") == (
+        not reliable
+    )

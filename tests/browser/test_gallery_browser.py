@@ -400,6 +400,18 @@ def test_sort_by_loss_or_confidence_orders_the_tiles(
     samples = records[step]["samples"]
     view = gallery(view_fragment(runs="baseline", step=step))
     assert _positions(view.tiles()) == [sample["position"] for sample in samples]
+    # A classification run has no masks: no mean-IoU or pixel-accuracy sort offered.
+    offered = view.frame.eval_on_selector_all(
+        "[data-control=sort] option",
+        "options => options.filter(o => !o.hidden).map(o => o.value)",
+    )
+    assert offered == [
+        "position",
+        "loss_desc",
+        "loss_asc",
+        "confidence_desc",
+        "confidence_asc",
+    ]
 
     for sort, key, reverse in [
         ("loss_desc", "loss", True),

@@ -350,6 +350,11 @@ def test_mean_iou_and_pixel_accuracy_are_shown_sorted_and_filtered(
             expected["pixel_accuracy"], abs=0.0005
         )
 
+    offered = view.frame.eval_on_selector_all(
+        "[data-control=sort] option",
+        "options => options.filter(o => !o.hidden).map(o => o.value)",
+    )
+    assert {"mean_iou_asc", "pixel_accuracy_desc"} <= set(offered)  # masks here
     by_iou = sorted(range(3), key=lambda position: SEG_SCORES[position]["mean_iou"])
     view.control("sort").select_option("mean_iou_asc")
     view.frame.wait_for_function(

@@ -5,8 +5,11 @@ the sample index (carried in the image's second channel, which the model ignores
 the model's output of every training batch; its output *is* the `y_pred` the step
 passes on. The reference statistics are computed from that record in numpy, and the
 logged statistics must equal them (counts exactly, means within 1e-5). A negative
-control (the record's outputs attributed one step late) must not match. Runs on every
-backend (`make test` runs this file under JAX and PyTorch too).
+control (the record's outputs attributed one step late) must not match. With
+duplicated ids, the same id appears twice in one batch: the reference takes the
+appearances one after the other in batch order. The model compiles with XLA and
+`steps_per_execution=4` (where the backend allows). Runs on every backend (`make
+test` runs this file under JAX and PyTorch too).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import pytest
 
 from tb_batch_images import BatchImageLogger, read_sample_stats
 from tb_batch_images import contract as fmt
+from tb_batch_images.host.data_map import SPREAD_POWER
 
 BACKEND = keras.backend.backend()
 SIZE = 4
@@ -86,13 +90,14 @@ class OutputRecorder(keras.layers.Layer):
         return [(ids[s][ids[s] >= 0], outputs[s][ids[s] >= 0]) for s in range(steps)]
 
 
-def _data(seed: int = 0):
+def _data(seed: int = 0, duplicated: bool = False):
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, CLASSES, DATA)
     images = rng.normal(0, 1.5, (DATA, SIZE, SIZE, 2)).astype(np.float32)
     images[np.arange(DATA), :, labels, 0] += 1.0  # learnable, not trivially
     images[..., 1] = np.arange(DATA, dtype=np.float32)[:, None, None]
-    sample_ids = np.arange(DATA)
+    # Duplicated: ids 0, 0, 1, 1, ... (two pictures, maybe two labels, per id)
+    sample_ids = np.arange(DATA) // 2 if duplicated else np.arange(DATA)
     for index, sample_id in OUT_OF_RANGE.items():
         sample_ids[index] = sample_id
     return images, sample_ids, labels
@@ -126,9 +131,10 @@ def _reference(history, sample_ids, labels, head: str, shift: int = 0):
             for s in range(shift, len(history))
             if len(history[s - shift][1]) >= len(history[s][0])
         ]
-    seen: dict[int, list[tuple[float, bool, float, int, float]]] = {}
+    seen: dict[int, list[tuple]] = {}
     dropped = 0
-    for indices, outputs in history:
+    steps_per_epoch = -(-DATA // BATCH)
+    for step, (indices, outputs) in enumerate(history):
         for index, output in zip(indices, outputs, strict=True):
             sample_id = int(sample_ids[index])
             if not 0 <= sample_id < NUM_SAMPLES:
@@ -149,11 +155,41 @@ def _reference(history, sample_ids, labels, head: str, shift: int = 0):
             margin = scores[label] - np.max(np.delete(scores, label))
             loss = -np.log(np.clip(probs[label], 1e-7, 1))
             seen.setdefault(sample_id, []).append(
-                (probs[label], predicted == label, margin, predicted, loss)
+                (
+                    probs[label],
+                    predicted == label,
+                    margin,
+                    predicted,
+                    loss,
+                    label,
+                    (step + shift) // steps_per_epoch,
+                )
             )
+    # The suspect score's epochs: each sample's mean p and fraction right in each
+    # epoch, the epoch weighted by the variance over samples of those means.
+    epochs = sorted({e[6] for events in seen.values() for e in events})
+    weight = np.zeros(NUM_SAMPLES)
+    weighted_p = np.zeros(NUM_SAMPLES)
+    weighted_right = np.zeros(NUM_SAMPLES)
+    for epoch in epochs:
+        means = {
+            i: (
+                np.mean([e[0] for e in events if e[6] == epoch]),
+                np.mean([e[1] for e in events if e[6] == epoch]),
+            )
+            for i, events in seen.items()
+            if any(e[6] == epoch for e in events)
+        }
+        spread = np.var([p for p, _ in means.values()])
+        w = max(spread, 1e-6) ** SPREAD_POWER
+        for i, (p, right) in means.items():
+            weight[i] += w
+            weighted_p[i] += w * p
+            weighted_right[i] += w * right
     expected = {name: np.full(NUM_SAMPLES, np.nan) for name in fmt.SAMPLE_STATS_COLUMNS}
     expected["count"][:] = expected["forgetting"][:] = 0
     expected["label"][:] = expected["predicted_instead"][:] = -1
+    expected["last_predicted"][:] = -1
     for sample_id, events in seen.items():
         p = np.array([e[0] for e in events])
         correct = [e[1] for e in events]
@@ -163,6 +199,8 @@ def _reference(history, sample_ids, labels, head: str, shift: int = 0):
         forgetting = sum(
             a and not b for a, b in zip(correct[:-1], correct[1:], strict=True)
         )
+        confidence = weighted_p[sample_id] / weight[sample_id]
+        right = weighted_right[sample_id] / weight[sample_id]
         for name, value in {
             "count": len(events),
             "confidence": p.mean(),
@@ -173,14 +211,19 @@ def _reference(history, sample_ids, labels, head: str, shift: int = 0):
             "last_loss": events[-1][4],
             "last_correct": float(correct[-1]),
             "predicted_instead": int(np.argmax(wrong)) if wrong.any() else -1,
+            "weighted_confidence": confidence,
+            "weighted_correct": right,
+            "suspect_score": 1 - (confidence + right) / 2,
+            "label": events[-1][5],
+            "last_predicted": events[-1][3],
         }.items():
             expected[name][sample_id] = value
     return expected, dropped
 
 
-def _train(tmp_path, head: str, epochs: int = 3):
+def _train(tmp_path, head: str, epochs: int = 3, duplicated: bool = False):
     keras.utils.set_random_seed(0)
-    images, sample_ids, labels = _data()
+    images, sample_ids, labels = _data(duplicated=duplicated)
     y = labels
     if head == "binary":
         labels = labels % 2
@@ -194,7 +237,7 @@ def _train(tmp_path, head: str, epochs: int = 3):
         y,
         batch_size=BATCH,
         epochs=epochs,
-        shuffle=True,
+        shuffle=not duplicated,  # duplicated: each id's two pictures in one batch
         validation_data=({"image": images[:16], "sample_id": sample_ids[:16]}, y[:16]),
         verbose=0,
         callbacks=[
@@ -204,36 +247,41 @@ def _train(tmp_path, head: str, epochs: int = 3):
     return recorder.history(), sample_ids, labels
 
 
-@pytest.mark.parametrize("head", ["softmax", "logits", "binary"])
+@pytest.mark.parametrize(
+    "head, duplicated",
+    [("softmax", False), ("logits", False), ("binary", False), ("softmax", True)],
+)
 def test_statistics_equal_a_reference_from_every_batch_the_model_trained_on(
-    tmp_path, head
+    tmp_path, head, duplicated
 ):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        history, sample_ids, labels = _train(tmp_path, head)
+        history, sample_ids, labels = _train(tmp_path, head, duplicated=duplicated)
     epochs = read_sample_stats(str(tmp_path), include_unseen=True).epochs
     assert [e.epoch for e in epochs] == [0, 1, 2]
     logged = epochs[-1]
     assert len(history) == 3 * -(-DATA // BATCH)  # validation batches not recorded
+    if duplicated:  # the data exercises two appearances of an id in one batch
+        assert all(len(set(sample_ids[i])) < len(i) for i, _ in history)
     expected, dropped = _reference(history, sample_ids, labels, head)
     assert logged.record["dropped"] == dropped == 3 * len(OUT_OF_RANGE)
     assert any("outside [0, 96)" in str(w.message) for w in caught)
     columns = logged.columns
     np.testing.assert_array_equal(columns["count"], expected["count"])
     assert columns["count"][DATA:].sum() == 0  # never seen: count 0
-    assert columns["count"].sum() == 3 * (DATA - len(OUT_OF_RANGE))  # no validation
+    appearances = 3 * (DATA - len(OUT_OF_RANGE))  # no validation
+    assert columns["count"].sum() == appearances
     for name in ("confidence", "variability"):
         np.testing.assert_allclose(columns[name], expected[name], atol=1e-5)
+    for name in ("weighted_confidence", "weighted_correct", "suspect_score"):
+        np.testing.assert_allclose(columns[name], expected[name], atol=1e-4)
     for name in ("correct", "margin", "last_loss"):
         np.testing.assert_allclose(columns[name], expected[name], atol=1e-4)
     assert expected["forgetting"].sum() > 0  # the data exercises forgetting
-    for name in ("forgetting", "last_correct", "predicted_instead"):
+    for name in ("forgetting", "last_correct", "predicted_instead", "label"):
         np.testing.assert_array_equal(columns[name], expected[name])
-    seen = columns["count"] > 0
-    given = np.full(NUM_SAMPLES, -1)
-    in_range = (sample_ids >= 0) & (sample_ids < NUM_SAMPLES)
-    given[sample_ids[in_range]] = labels[in_range]
-    np.testing.assert_array_equal(columns["label"][seen], given[seen])
+    for name in ("last_predicted",):
+        np.testing.assert_array_equal(columns[name], expected[name])
 
     # Negative control: the same record, attributed one step late, does not match.
     shifted, _ = _reference(history, sample_ids, labels, head, shift=1)

@@ -38,6 +38,23 @@ def stats_logdir(tmp_path_factory):
             )
         ],
     )
+    # A run whose data map is off: the batches carry no sample ids.
+    plain = keras.Sequential(
+        [keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(3)]
+    )
+    plain.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    with pytest.warns(RuntimeWarning, match="data map") as caught:
+        plain.fit(
+            images,
+            labels,
+            batch_size=8,
+            epochs=1,
+            verbose=0,
+            callbacks=[BatchImageLogger(str(logdir / "run_off"), every_n_steps=3)],
+        )
+    logdir.joinpath("warning.txt").write_text(
+        next(str(w.message) for w in caught if "data map" in str(w.message))
+    )
     return logdir
 
 
@@ -137,3 +154,53 @@ def test_sample_routes_find_each_samples_logged_pictures_and_epochs(
         response = server.get(route, **params)
         assert response.status_code == status, (route, params, response.data)
         assert "error" in response.get_json()
+
+
+@pytest.mark.parametrize("load_fast", [False, True])
+def test_confusion_csv_and_why_the_data_map_is_off(
+    stats_logdir, plugin_server, load_fast
+):
+    server = plugin_server(stats_logdir, load_fast)
+    listing = server.wait_for(
+        lambda: (
+            answer
+            if (answer := server.json("/sample_stats_runs"))["off"]
+            and [r for r in answer["runs"] if len(r["steps"]) == 2]
+            else None
+        )
+    )
+    # The run without ids: the logger's own reason, as its warning said it.
+    warning = (stats_logdir / "warning.txt").read_text()
+    assert [off["run"] for off in listing["off"]] == ["run_off/train"]
+    assert listing["off"][0]["reason"] in warning
+    assert "sample_id" in listing["off"][0]["reason"]
+
+    answer = server.json("/sample_stats", run="run_a/train")
+    stats = read_sample_stats(str(stats_logdir), run="run_a/train")
+    # The confusion matrix: given label x the prediction of the last appearance,
+    # counted from read_sample_stats's rows of the last epoch.
+    expected = np.zeros((3, 3), int)
+    for row in stats:
+        if row["epoch"] == 1:
+            expected[row["label"], row["last_predicted"]] += 1
+    assert answer["confusion"] == expected.tolist()
+    assert sum(map(sum, answer["confusion"])) == 48
+    right = [c["right"] for c in answer["classes"]]
+    assert right == np.diag(expected).tolist()
+    assert [p["epoch"] for p in answer["class_trend"]] == [0, 1]
+    table = stats.epochs[-1]
+    for index, summary in enumerate(table.class_summary()):
+        assert answer["class_trend"][-1]["loss"][index] == pytest.approx(
+            summary["loss"], rel=1e-5
+        )
+    assert answer["reliability"] == table.reliability()
+    assert answer["non_finite"] == 0
+
+    # The CSV download: every sample seen, ranked as read_sample_stats ranks them.
+    response = server.get("/suspects.csv", run="run_a/train")
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("text/csv")
+    assert "suspects_run_a_train_epoch1.csv" in response.headers["Content-Disposition"]
+    assert response.data.decode("utf-8") == stats.suspects(None).to_csv()
+    assert server.get("/suspects.csv", run="nope").status_code == 404
+    assert server.get("/suspects.csv", run="run_a/train", step="x").status_code == 400

@@ -14,6 +14,8 @@ only knows its backend's trainer:
 
 from __future__ import annotations
 
+from typing import Any
+
 import keras
 
 from tb_batch_images.capture.backends.base import (
@@ -33,6 +35,7 @@ __all__ = [
     "adapter_for",
     "strip_metadata_before_symbolic_build",
     "uses_xla",
+    "write_rows",
 ]
 
 
@@ -55,3 +58,29 @@ def adapter_for(model: keras.Model, host: CaptureHost) -> Adapter:
         f"the Keras backend {backend!r} (BatchImageLogger supports tensorflow, jax "
         f"and torch)"
     )
+
+
+def write_rows(variable: keras.Variable, rows: Any, values: Any) -> None:
+    """`variable[rows] = values` inside the step, touching only those rows.
+
+    `rows`: int32 `[k]`; a row named twice must get the same values (which write wins
+    is not defined). TensorFlow: `scatter_nd_update` on the variable (graph, XLA,
+    `steps_per_execution`; a copy under a tf.distribute strategy). JAX: `.at[].set`
+    on the value, done in place by XLA since Keras donates the state to its jitted
+    step. PyTorch: `index_copy_` on the tensor.
+    """
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        from tb_batch_images.capture.backends.tensorflow import scatter_rows
+
+        scatter_rows(variable.value, keras.ops.expand_dims(rows, 1), values)
+    elif backend == "torch":
+        from tb_batch_images.capture.backends import torch as torch_backend
+
+        torch_backend.write_rows(variable, rows, values)
+    else:
+        variable.assign(
+            keras.ops.scatter_update(
+                variable.value, keras.ops.expand_dims(rows, 1), values
+            )
+        )

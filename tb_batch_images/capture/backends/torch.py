@@ -32,3 +32,10 @@ class TorchAdapter(LogsAdapter):
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             return torch.distributed.get_rank() == 0
         return True
+
+
+def write_rows(variable: Any, rows: Any, values: Any) -> None:
+    """`variable[rows] = values`, in place (`Variable.assign` copies every row)."""
+    with torch.no_grad():
+        target = variable.value
+        target.index_copy_(0, rows.to(torch.int64), values.to(target.dtype))

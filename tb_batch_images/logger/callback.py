@@ -124,6 +124,31 @@ class BatchImageLogger(keras.callbacks.Callback):
             `0` turns it off. Device memory: `watchlist` pictures at their logged
             size, float32 unless uint8 (32 of 64x64x3: about 1.6 MB), plus 8 KiB
             each.
+        bounding_box_format: for object detection, the format of the boxes in `y`:
+            one of Keras's (`"xyxy"`, `"rel_xyxy"`, `"xywh"`, `"rel_xywh"`,
+            `"center_xywh"`, `"rel_center_xywh"`, `"center_yxhw"`, `"yxyx"`,
+            `"rel_yxyx"`), the `bounding_box_format` Keras's preprocessing layers
+            take. `y` is `{"boxes": [batch, boxes, 4], "labels": [batch, boxes]}`
+            padded with label -1 (KerasCV's `"classes"` too; under TensorFlow also
+            ragged). Each logged sample then carries its label boxes as the model
+            trained on them (after augmentation), drawn on its picture in the
+            gallery (xyxy pixels of the logged picture, after `max_image_size`),
+            each checked (no area, outside or cut by the border, tiny, label not a
+            class, duplicate, on an empty region), at most 100 per sample. Defaults
+            to None: a KerasHub object detector's own `bounding_box_format`; else
+            boxes in `y` are not logged, with one warning.
+        decode_predictions: for object detection, a function
+            `(y_pred, images) -> {"boxes": [n, K, 4], "labels": [n, K],
+            "confidence": [n, K]}` (`"classes"` and `"scores"` are read too) that
+            turns the model's output into boxes in `bounding_box_format`,
+            relative to `images`. It runs inside the compiled step with
+            `keras.ops`, on the logged samples only: `y_pred` is the model's output
+            (any structure) and `images` the pictures as the model received them,
+            both for those `n` samples; a box with a label < 0 is padding. The 100
+            best boxes by score are kept and matched with the label boxes (IoU,
+            missed and spurious boxes). Defaults to None: a KerasHub object
+            detector's own `decode_predictions`; else label boxes only, with one
+            warning.
 
     Example:
 
@@ -182,6 +207,8 @@ class BatchImageLogger(keras.callbacks.Callback):
         sample_stats: bool | None = None,
         num_samples: int | None = None,
         watchlist: int = 32,
+        bounding_box_format: str | None = None,
+        decode_predictions: Callable | None = None,
     ):
         super().__init__()
         options = LoggerOptions.checked(
@@ -207,6 +234,8 @@ class BatchImageLogger(keras.callbacks.Callback):
             sample_stats=sample_stats,
             num_samples=num_samples,
             watchlist=watchlist,
+            bounding_box_format=bounding_box_format,
+            decode_predictions=decode_predictions,
         )
         # The arguments, as checked, under their own names (as Keras's callbacks).
         for field in dataclasses.fields(options):

@@ -60,7 +60,11 @@ def augmented_dataset(images, boxes, labels, augment=True) -> tf.data.Dataset:
     )
 
     def augment_batch(inputs):
-        augmented = shift(flip({"images": inputs["images"], "bounding_boxes": inputs["bounding_boxes"]}))
+        augmented = shift(
+            flip(
+                {"images": inputs["images"], "bounding_boxes": inputs["bounding_boxes"]}
+            )
+        )
         images = augmented["images"]
         return {"images": images, "sample_id": inputs["sample_id"]}, augmented[
             "bounding_boxes"
@@ -84,7 +88,7 @@ def augmented_dataset(images, boxes, labels, augment=True) -> tf.data.Dataset:
     )
 
 
-def toy_detector(box=(4.0, 4.0, 20.0, 20.0), learning_rate=0.0):
+def toy_detector(box=(4.0, 4.0, 20.0, 20.0), learning_rate=0.0, **compile_args):
     """A tiny detector whose outputs match y's keys: SLOTS boxes and class scores.
 
     Its kernels are zero and its biases a fixed box and fixed class scores, trained
@@ -117,6 +121,7 @@ def toy_detector(box=(4.0, 4.0, 20.0, 20.0), learning_rate=0.0):
             "boxes": "mse",
             "labels": keras.losses.SparseCategoricalCrossentropy(ignore_class=-1),
         },
+        **compile_args,
     )
     return model
 
@@ -139,8 +144,7 @@ def fit_logged(tmp_path: Path, data, model=None, **logger_args):
         every_n_steps=1,
         samples_per_batch=BATCH,
         max_queue=100,
-        class_names=["a", "b", "c"],
-        **logger_args,
+        **{"class_names": ["a", "b", "c"], **logger_args},
     )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -244,6 +248,27 @@ def test_predicted_boxes_from_decode_predictions_are_matched(tmp_path):
     assert not any("predicted boxes are not" in text for text in texts)
 
 
+def test_boxes_under_xla_and_steps_per_execution(tmp_path):
+    """jit_compile=True and steps_per_execution=2 (TensorFlow, JAX): every step's
+    boxes are its own, the predicted ones decoded in the compiled step."""
+    if keras.backend.backend() == "torch":
+        pytest.skip("torch: jit_compile=True is torch.compile, no steps_per_execution")
+    images, boxes, labels = dataset_arrays()
+    model = toy_detector(jit_compile=True, steps_per_execution=2)
+    batches, texts = fit_logged(
+        tmp_path,
+        augmented_dataset(images, boxes, labels),
+        model,
+        bounding_box_format="xyxy",
+        decode_predictions=decode,
+    )
+    assert len(batches) == SAMPLES // BATCH
+    assert min(covers(batches, lambda sample: sample.boxes["label"])) >= 0.8
+    for batch in batches:
+        for sample in batch.samples:
+            assert len(sample.boxes["prediction"]) == SLOTS
+
+
 def test_boxes_without_a_format_give_one_warning(tmp_path):
     """y holds boxes, the logger was told no format: one warning saying how to set
     it; training and the pictures go on."""
@@ -262,9 +287,7 @@ def test_boxes_without_a_format_give_one_warning(tmp_path):
 @pytest.mark.parametrize(
     "given, expected", [("xyxy", "rel_xyxy"), ("rel_xyxy", "xyxy")]
 )
-def test_boxes_in_another_format_give_one_warning_naming_it(
-    tmp_path, given, expected
-):
+def test_boxes_in_another_format_give_one_warning_naming_it(tmp_path, given, expected):
     """Relative values given as xyxy, or pixels as rel_xyxy: one warning naming the
     format they fit; training goes on and the boxes are drawn as given."""
     images, boxes, labels = dataset_arrays()
@@ -293,3 +316,159 @@ def test_no_predicted_boxes_is_said_once(tmp_path):
         assert batch.record.get("box_predictions") is None
         for sample in batch.samples:
             assert "prediction" not in sample.boxes
+
+
+def test_each_box_is_checked(tmp_path):
+    """Known faults, one per box of sample 0, each flagged on its box and the
+    sample; the object's own box has none; the per-sample loss is the compiled
+    loss's (the detector's class head)."""
+    images, boxes, labels = dataset_arrays()
+    x1, y1, x2, y2 = boxes[0, 0]
+    faults = [
+        ([x1, y1, x2, y2], 0, []),
+        ([10, 10, 10, 20], 1, ["zero_area"]),
+        ([60, 60, 70, 70], 1, ["outside"]),
+        ([-6, y1, x1 + 4, y2], 1, ["cut"]),
+        ([x1, y1, x1 + 1, y1 + 5], 1, ["tiny"]),
+        ([x1, y1, x2, y2], 2, ["label_out_of_range"]),  # class_names: a, b
+        ([x1, y1, x2, y2], 0, ["duplicate"]),
+        ([36, 38, 46, 46], 1, ["empty_region"]),
+    ]
+    slots = len(faults)
+    many_boxes = np.full((SAMPLES, slots, 4), -1.0, "float32")
+    many_labels = np.full((SAMPLES, slots), -1, "int32")
+    many_boxes[:, :1], many_labels[:, :1] = boxes[:, :1], labels[:, :1]
+    many_boxes[0] = [box for box, _, _ in faults]
+    many_labels[0] = [label for _, label, _ in faults]
+    images[0, 36:48, 30:48] = BACKGROUND  # nothing near the empty-region box
+    data = tf.data.Dataset.from_tensor_slices(
+        (
+            {"images": images, "sample_id": np.arange(SAMPLES)},
+            {"boxes": many_boxes, "labels": many_labels},
+        )
+    ).batch(BATCH)
+    model = toy_detector_for(slots)
+    batches, texts = fit_logged(
+        tmp_path, data, model, bounding_box_format="xyxy", class_names=["a", "b"]
+    )
+    first = next(s for b in batches for s in b.samples if s.sample_id == 0)
+    field = first.record["boxes"]
+    assert field["label_flags"] == [flags for _, _, flags in faults]
+    assert field["count"] == slots
+    for flag in ("zero_area", "outside", "cut", "tiny", "label_out_of_range"):
+        assert f"box_{flag}" in first.flags
+    assert {"box_duplicate", "box_empty_region"} <= set(first.flags)
+    other = next(s for b in batches for s in b.samples if s.sample_id == 1)
+    assert other.record["boxes"]["label_flags"] == [[]]
+    assert not [flag for flag in other.flags if flag.startswith("box")]
+    for batch in batches:
+        for sample in batch.samples:
+            assert sample.loss is not None and np.isfinite(sample.loss)
+            assert set(sample.record["head_losses"]) == {"boxes", "labels"}
+
+
+def toy_detector_for(slots: int, label_key: str = "labels"):
+    """The toy detector for `slots` boxes, its class output named `label_key`."""
+    global SLOTS
+    kept, SLOTS = SLOTS, slots
+    try:
+        model = toy_detector()
+    finally:
+        SLOTS = kept
+    if label_key == "labels":
+        return model
+    image = model.inputs[0]
+    renamed = keras.Model(
+        image, {"boxes": model(image)["boxes"], label_key: model(image)["labels"]}
+    )
+    renamed.compile(
+        keras.optimizers.SGD(learning_rate=0.0),
+        loss={
+            "boxes": "mse",
+            label_key: keras.losses.SparseCategoricalCrossentropy(ignore_class=-1),
+        },
+    )
+    return renamed
+
+
+def test_more_boxes_than_kept_are_counted_and_flagged(tmp_path):
+    """120 boxes in y: the first 100 are kept, the count says 120, the sample is
+    flagged boxes_capped; KerasCV's "classes" key is read as the labels."""
+    images, boxes, labels = dataset_arrays()
+    slots = 120
+    many_boxes = np.tile(boxes[:, :1], (1, slots, 1))
+    many_boxes[..., 0] += np.arange(slots)[None, :] * 0.01  # no duplicates
+    many_labels = np.tile(labels[:, :1], (1, slots))
+    data = tf.data.Dataset.from_tensor_slices(
+        (
+            {"images": images, "sample_id": np.arange(SAMPLES)},
+            {"boxes": many_boxes, "classes": many_labels},
+        )
+    ).batch(BATCH)
+    model = toy_detector_for(slots, label_key="classes")
+    batches, texts = fit_logged(tmp_path, data, model, bounding_box_format="xyxy")
+    for batch in batches:
+        assert batch.record["max_boxes"] == 100
+        for sample in batch.samples:
+            assert sample.boxes["label"].shape == (100, 4)
+            assert sample.record["boxes"]["count"] == slots
+            assert "boxes_capped" in sample.flags
+            np.testing.assert_allclose(
+                sample.boxes["label"][:, 0],
+                boxes[sample.sample_id, 0, 0] + np.arange(100) * 0.01,
+                atol=0.006,
+            )
+
+
+def test_detection_model_turns_the_data_map_off_once(tmp_path):
+    """A detector with sample ids and sample_stats=True: the data map says once
+    that it is off, and why; the batches are logged."""
+    images, boxes, labels = dataset_arrays()
+    batches, texts = fit_logged(
+        tmp_path,
+        augmented_dataset(images, boxes, labels),
+        bounding_box_format="xyxy",
+        sample_stats=True,
+        num_samples=SAMPLES,
+    )
+    said = [text for text in texts if "data map" in text]
+    assert len(said) == 1 and "object detector" in said[0], texts
+    assert len(batches) == SAMPLES // BATCH
+
+
+def test_ragged_boxes_from_tf_data(tmp_path):
+    """TensorFlow only: a RaggedTensor y (boxes of varying count per sample, as
+    `ragged_batch` gives them) is padded in the step; each sample keeps its own."""
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("a RaggedTensor y reaches the step only under TensorFlow")
+    images, boxes, labels = dataset_arrays()
+    per_sample = [boxes[i, : 1 + i % 3].copy() for i in range(SAMPLES)]
+    for sample_boxes in per_sample:  # extra boxes, each its own
+        sample_boxes[1:] = sample_boxes[0] + np.arange(1, len(sample_boxes))[:, None]
+    ragged_boxes = tf.ragged.constant(
+        [b.tolist() for b in per_sample], ragged_rank=1, dtype=tf.float32
+    )
+    ragged_labels = tf.ragged.constant(
+        [[i % CLASSES] * len(b) for i, b in enumerate(per_sample)], dtype=tf.int32
+    )
+    data = tf.data.Dataset.from_tensor_slices(
+        (
+            {"images": images, "sample_id": np.arange(SAMPLES)},
+            {"boxes": ragged_boxes, "labels": ragged_labels},
+        )
+    ).ragged_batch(BATCH)
+
+    class RaggedDetector(keras.Model):
+        def compute_loss(self, x=None, y=None, y_pred=None, *args, **kwargs):
+            return keras.ops.mean(y_pred * 0.0)
+
+    image = keras.Input((SIDE, SIDE, 3), name="images")
+    model = RaggedDetector(image, keras.layers.Dense(1)(keras.layers.Flatten()(image)))
+    model.compile("sgd")
+    batches, texts = fit_logged(tmp_path, data, model, bounding_box_format="xyxy")
+    assert len(batches) == SAMPLES // BATCH
+    for batch in batches:
+        for sample in batch.samples:
+            expected = per_sample[sample.sample_id]
+            np.testing.assert_allclose(sample.boxes["label"], expected, atol=0.006)
+            assert sample.record["boxes"]["count"] == len(expected)

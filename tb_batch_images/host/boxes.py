@@ -10,7 +10,8 @@ Checks of a label box (`names.BOX_CHECKS`): zero or negative area; entirely outs
 the picture; cut by its border (partly outside); tiny (a side under `TINY_PIXELS`
 pixels of the frame); a label that is no class (not a whole number, or not an index of
 `class_names`); an exact duplicate of an earlier box of the sample; on an empty region
-(the logged pixels of the box and a one-pixel ring around it all alike). With predicted
+(no edge in the logged pixels of the box and a one-pixel ring around it: no two
+neighbouring pixels differ by more than `EMPTY_SPREAD` levels). With predicted
 boxes, label and prediction are matched greedily by IoU within a class (`IOU_THRESHOLD`):
 each label box's IoU is its match's, the sample's mean IoU the mean over its label
 boxes (0 for a missed one); missed label boxes and spurious predictions are counted.
@@ -23,11 +24,10 @@ from typing import Any
 import numpy as np
 
 from tb_batch_images.contract import names
-from tb_batch_images.host.predictions import finite_or_none
 
 IOU_THRESHOLD = 0.5  # a prediction matches a label box of its class at this IoU
 TINY_PIXELS = 3.0  # a box with a side under this (model input pixels) is tiny
-EMPTY_SPREAD = 2  # uint8 levels: a region whose values spread no more is empty
+EMPTY_SPREAD = 2  # uint8 levels: neighbours that differ no more are alike
 CUT_TOLERANCE = 0.5  # frame pixels a box may pass the border before it is cut
 
 
@@ -123,70 +123,87 @@ def checks(
     pixels: np.ndarray | None,
     num_classes: int | None,
 ) -> list[list[str]]:
-    """The checks each label box fails (`names.BOX_CHECKS`).
+    """The checks each label box fails (`names.BOX_CHECKS`, in that order).
 
-    `boxes`: xyxy in frame pixels; `raw`: as they came (for exact duplicates);
-    `pixels`: the logged uint8 picture.
+    `boxes`: [K, 4] xyxy in frame pixels; `raw`: as they came (for exact
+    duplicates); `pixels`: the logged uint8 picture. Vectorised over the boxes.
     """
     height, width = frame
-    if pixels is not None:
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    x1, y1, x2, y2 = boxes.T
+    finite = np.all(np.isfinite(boxes), axis=1)
+    box_width, box_height = x2 - x1, y2 - y1
+    with np.errstate(invalid="ignore"):
+        positive = (box_width > 0) & (box_height > 0)
+        tiny = positive & (np.minimum(box_width, box_height) < TINY_PIXELS)
+        inside_x = np.minimum(x2, width) - np.maximum(x1, 0.0)
+        inside_y = np.minimum(y2, height) - np.maximum(y1, 0.0)
+        outside = ~finite | (positive & ((inside_x <= 0) | (inside_y <= 0)))
+        cut = ~outside & (
+            (x1 < -CUT_TOLERANCE)
+            | (y1 < -CUT_TOLERANCE)
+            | (x2 > width + CUT_TOLERANCE)
+            | (y2 > height + CUT_TOLERANCE)
+        )
+        whole = np.isfinite(classes) & (classes == np.round(classes)) & (classes >= 0)
+    if num_classes is not None:
+        whole &= classes < num_classes
+    duplicate = np.zeros(len(boxes), bool)
+    if len(boxes):
+        keys = np.column_stack([classes, np.asarray(raw, np.float64).reshape(-1, 4)])
+        _, first = np.unique(keys, axis=0, return_index=True)
+        duplicate[:] = True
+        duplicate[first] = False
+    empty = np.zeros(len(boxes), bool)
+    if pixels is not None and len(boxes):
+        candidates = positive & ~outside
         scale = (pixels.shape[0] / height, pixels.shape[1] / width)
-    flags: list[list[str]] = []
-    seen: set[tuple] = set()
-    for box, raw_box, label in zip(boxes, raw, classes, strict=True):
-        x1, y1, x2, y2 = box
-        box_flags = []
-        box_width, box_height = x2 - x1, y2 - y1
-        if not (box_width > 0 and box_height > 0):
-            box_flags.append(names.BOX_ZERO_AREA)
-        elif min(box_width, box_height) < TINY_PIXELS:
-            box_flags.append(names.BOX_TINY)
-        inside_x = max(0.0, min(x2, width) - max(x1, 0.0))
-        inside_y = max(0.0, min(y2, height) - max(y1, 0.0))
-        if not np.all(np.isfinite(box)) or (
-            box_width > 0 and box_height > 0 and (inside_x <= 0 or inside_y <= 0)
-        ):
-            box_flags.append(names.BOX_OUTSIDE)
-        elif (
-            x1 < -CUT_TOLERANCE
-            or y1 < -CUT_TOLERANCE
-            or x2 > width + CUT_TOLERANCE
-            or y2 > height + CUT_TOLERANCE
-        ):
-            box_flags.append(names.BOX_CUT)
-        if not _is_class(label, num_classes):
-            box_flags.append(names.BOX_LABEL_OUT_OF_RANGE)
-        key = (float(label), *(float(v) for v in raw_box))
-        if key in seen:
-            box_flags.append(names.BOX_DUPLICATE)
-        seen.add(key)
-        if pixels is not None and names.BOX_OUTSIDE not in box_flags:
-            if box_width > 0 and box_height > 0 and _empty(box, scale, pixels):
-                box_flags.append(names.BOX_EMPTY)
-        flags.append(box_flags)
-    return flags
+        empty[candidates] = _empty(boxes[candidates], scale, pixels)
+    table = np.stack([~positive, outside, cut, tiny, ~whole, duplicate, empty], axis=1)
+    return [[names.BOX_CHECKS[j] for j in np.flatnonzero(row)] for row in table]
 
 
-def _is_class(label: float, num_classes: int | None) -> bool:
-    if not np.isfinite(label) or label != np.round(label) or label < 0:
-        return False
-    return num_classes is None or label < num_classes
-
-
-def _empty(box: np.ndarray, scale: tuple[float, float], pixels: np.ndarray) -> bool:
-    """Whether the logged pixels under the box, and a one-pixel ring around it,
-    are all alike (a box on background: nothing there to detect)."""
+def _empty(boxes: np.ndarray, scale: tuple[float, float], pixels: np.ndarray):
+    """Per box: whether its logged pixels and a one-pixel ring around it hold no
+    edge, no two neighbouring pixels that differ by more than `EMPTY_SPREAD` levels
+    in a channel (a box on plain background: nothing there to detect). Edge counts
+    come from two summed-area tables, so every box costs a few lookups."""
     height, width = pixels.shape[:2]
-    x1 = int(np.floor(box[0] * scale[1])) - 1
-    y1 = int(np.floor(box[1] * scale[0])) - 1
-    x2 = int(np.ceil(box[2] * scale[1])) + 1
-    y2 = int(np.ceil(box[3] * scale[0])) + 1
-    x1, y1 = max(x1, 0), max(y1, 0)
-    x2, y2 = min(x2, width), min(y2, height)
-    if x2 - x1 < 2 or y2 - y1 < 2:
-        return False
-    region = pixels[y1:y2, x1:x2].reshape(-1, pixels.shape[-1]).astype(np.int16)
-    return bool(np.all(region.max(axis=0) - region.min(axis=0) <= EMPTY_SPREAD))
+    values = pixels.astype(np.int16)
+    across = np.zeros((height, max(width - 1, 0)), bool)
+    down = np.zeros((max(height - 1, 0), width), bool)
+    for channel in range(values.shape[-1]):
+        plane = values[..., channel]
+        across |= np.abs(plane[:, 1:] - plane[:, :-1]) > EMPTY_SPREAD
+        down |= np.abs(plane[1:] - plane[:-1]) > EMPTY_SPREAD
+    across_table, down_table = _summed(across), _summed(down)
+    left = np.clip(np.floor(boxes[:, 0] * scale[1]).astype(int) - 1, 0, width)
+    top = np.clip(np.floor(boxes[:, 1] * scale[0]).astype(int) - 1, 0, height)
+    right = np.clip(np.ceil(boxes[:, 2] * scale[1]).astype(int) + 1, 0, width)
+    bottom = np.clip(np.ceil(boxes[:, 3] * scale[0]).astype(int) + 1, 0, height)
+    big_enough = (right - left >= 2) & (bottom - top >= 2)
+    right_edge = np.maximum(right - 1, left)
+    bottom_edge = np.maximum(bottom - 1, top)
+    edges = _area_sum(across_table, top, left, bottom, right_edge) + _area_sum(
+        down_table, top, left, bottom_edge, right
+    )
+    return big_enough & (edges == 0)
+
+
+def _summed(mask: np.ndarray) -> np.ndarray:
+    """A summed-area table: [h + 1, w + 1], row 0 and column 0 zero."""
+    table = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), np.int64)
+    table[1:, 1:] = mask.cumsum(axis=0).cumsum(axis=1)
+    return table
+
+
+def _area_sum(table, top, left, bottom, right) -> np.ndarray:
+    return (
+        table[bottom, right]
+        - table[top, right]
+        - table[bottom, left]
+        + table[top, left]
+    )
 
 
 def describe(
@@ -217,7 +234,7 @@ def describe(
     field: dict[str, Any] = {
         "count": int(count),
         "label": _stored(label, scale),
-        "label_classes": [_class_value(c) for c in classes_kept],
+        "label_classes": _class_values(classes_kept),
         "label_flags": box_flags,
     }
     flags = [
@@ -242,10 +259,10 @@ def describe(
         field.update(
             prediction_count=int(predicted_count),
             prediction=_stored(predicted, scale),
-            prediction_classes=[_class_value(c) for c in predicted_classes],
-            prediction_scores=[_score(s) for s in scores[valid]],
-            prediction_iou=[_score(v) for v in prediction_iou],
-            label_iou=[_score(v) for v in label_iou],
+            prediction_classes=_class_values(predicted_classes),
+            prediction_scores=_scores(scores[valid]),
+            prediction_iou=_scores(prediction_iou),
+            label_iou=_scores(label_iou),
             mean_iou=(
                 float(np.mean(np.nan_to_num(label_iou))) if len(label_iou) else None
             ),
@@ -261,21 +278,24 @@ def describe(
 
 def _stored(boxes: np.ndarray, scale: tuple[float, float]) -> list[list[float]]:
     """xyxy frame pixels -> logged picture pixels, rounded (non-finite: 0)."""
-    factors = np.asarray([scale[1], scale[0], scale[1], scale[0]])
-    stored = np.nan_to_num(boxes * factors, nan=0.0, posinf=0.0, neginf=0.0)
+    stored = boxes * np.asarray([scale[1], scale[0], scale[1], scale[0]])
+    stored = np.where(np.isfinite(stored), stored, 0.0)
     return np.round(stored, 2).tolist()
 
 
-def _class_value(value: float) -> int | float | None:
-    value = float(value)
-    if not np.isfinite(value):
-        return None
-    return int(value) if value == round(value) else value
+def _class_values(values: np.ndarray) -> list[int | float | None]:
+    """Classes for JSON: whole numbers as ints, others as they are, NaN as null."""
+    return [
+        None if v != v or v in (np.inf, -np.inf) else int(v) if v == int(v) else v
+        for v in np.asarray(values, np.float64).tolist()
+    ]
 
 
-def _score(value: float) -> float | None:
-    value = finite_or_none(value)
-    return None if value is None else min(max(value, 0.0), 1.0)
+def _scores(values: np.ndarray) -> list[float | None]:
+    """Numbers in [0, 1] for JSON (non-finite: null)."""
+    values = np.asarray(values, np.float64)
+    clipped = np.clip(np.where(np.isfinite(values), values, np.nan), 0.0, 1.0)
+    return [None if v != v else v for v in clipped.tolist()]
 
 
 # -- the format's fit --------------------------------------------------------------

@@ -20,6 +20,7 @@ the same round: the mean interval (every 10th step logs, so the median step does
 see it) and the process CPU per step.
 
     .venv/bin/python -m benchmarks.boxes_overhead --rounds 7 --epochs 3
+    .venv/bin/python -m benchmarks.boxes_overhead --parts   # the boxes' work apart
 """
 
 from __future__ import annotations
@@ -130,6 +131,76 @@ def timed_fit(name: str, data, epochs: int, run_dir: str) -> dict[str, float]:
     return fit_stats(timer, time.perf_counter() - start)
 
 
+def parts(repeats: int = 200) -> dict[str, float]:
+    """The boxes' own work, timed apart (process CPU, median of `repeats`): the copy
+    in the step (`BoxCapture.take` on 16 of 64 samples, a tf.function as the
+    compiled step runs it) and the host's per-batch work (convert, check, match
+    16 samples of 50 label boxes and 50 predicted ones; the format's fit)."""
+    from tb_batch_images.capture.boxes import BoxCapture, Decoder
+    from tb_batch_images.host import boxes as host_boxes
+
+    rng = np.random.default_rng(0)
+    y = {
+        "boxes": tf.constant(rng.uniform(0, SIDE, (BATCH, BOXES, 4)), tf.float32),
+        "labels": tf.constant(rng.integers(-1, CLASSES, (BATCH, BOXES)), tf.float32),
+    }
+    y_pred = {
+        "boxes": tf.constant(rng.uniform(0, SIDE, (BATCH, BOXES, 4)), tf.float32),
+        "labels": tf.constant(rng.uniform(0, 1, (BATCH, BOXES, CLASSES)), tf.float32),
+    }
+    images = tf.zeros((16, SIDE, SIDE, 3))
+    index = tf.range(16)
+
+    def timed(function) -> float:
+        values = []
+        for _ in range(repeats):
+            start = time.process_time()
+            function()
+            values.append(time.process_time() - start)
+        return 1e3 * statistics.median(values)
+
+    out = {}
+    for name, decoder in (
+        ("step_copy_ms", None),
+        ("step_copy_decoded_ms", Decoder(decode, "xyxy", "decode_predictions")),
+    ):
+        capture = BoxCapture("xyxy", decoder)
+        step = tf.function(lambda c=capture: c.take(y, y_pred, images, index))
+        step()  # traced
+        out[name] = timed(step)
+    arrays = {k: v.numpy()[:16] for k, v in y.items()}
+    pixels = (rng.random((16, SIDE, SIDE, 3)) * 255).astype(np.uint8)
+    raw = np.where(arrays["labels"][..., None] >= 0, arrays["boxes"], 0)
+
+    def host(with_predictions: bool) -> None:
+        for i in range(16):
+            prediction = (
+                (raw[i], arrays["labels"][i], np.ones(BOXES), BOXES, "xyxy")
+                if with_predictions
+                else None
+            )
+            host_boxes.describe(
+                raw[i],
+                arrays["labels"][i],
+                BOXES,
+                "xyxy",
+                (SIDE, SIDE),
+                (SIDE, SIDE),
+                pixels[i],
+                CLASSES,
+                prediction,
+            )
+        host_boxes.format_problem(
+            [host_boxes.kept(raw[i], arrays["labels"][i])[0] for i in range(16)],
+            "xyxy",
+            [(SIDE, SIDE)] * 16,
+        )
+
+    out["host_batch_ms"] = timed(lambda: host(False))
+    out["host_batch_predicted_ms"] = timed(lambda: host(True))
+    return out
+
+
 def _spread(values: list[float], digits: int = 3) -> str:
     return (
         f"{statistics.median(values):.{digits}f} "
@@ -144,7 +215,13 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=1280)
     parser.add_argument("--predicted", action="store_true")
     parser.add_argument("--json", help="also write the summary to this file")
+    parser.add_argument(
+        "--parts", action="store_true", help="only time the boxes' own work, apart"
+    )
     args = parser.parse_args()
+    if args.parts:
+        print(json.dumps(parts(), indent=2))
+        return
     names = ["baseline", "pictures", "boxes"] + (
         ["boxes_predicted"] if args.predicted else []
     )

@@ -408,7 +408,8 @@ def assert_within_the_schema(checked: validate.Checked) -> None:
         return
     record = checked.record
     strict = json.dumps(record, allow_nan=False)  # no NaN, no Infinity
-    assert _depth(record) <= 5  # record, samples, a sample, output_summary, shape
+    # record, samples, a sample, output_summary, shape (or boxes, label, a box)
+    assert _depth(record) <= 6
     for leaf in _leaves(record):
         if isinstance(leaf, str):
             assert len(leaf) <= validate.MAX_TEXT_CHARS

@@ -93,11 +93,6 @@ def find_boxes(y: Any) -> tuple[Any, Any] | None:
     return boxes, labels
 
 
-def looks_like_boxes(y: Any) -> bool:
-    """Whether `y` holds boxes as `find_boxes` reads them (a dict with "boxes")."""
-    return find_boxes(y) is not None
-
-
 def _shape(value: Any) -> tuple | None:
     shape = getattr(value, "shape", None)
     return None if shape is None else tuple(shape)

@@ -148,9 +148,11 @@ class BatchImageLogger(keras.callbacks.Callback):
             best boxes by score are kept and matched with the label boxes (IoU,
             missed and spurious boxes). Defaults to None: a KerasHub object
             detector's own `decode_predictions`; else label boxes only, with one
-            warning. Under TensorFlow it runs on the logged steps only; on JAX
-            and under `torch.compile` the capture runs in every compiled step (the
-            host keeps the logged ones), the decoder with it.
+            warning. Under TensorFlow, and on JAX for a model built with
+            `keras.Input`, it runs on the logged steps only; under `torch.compile`,
+            and on JAX for a model without declared inputs, the capture runs in
+            every compiled step (the host keeps the logged ones), the decoder
+            with it.
 
     Example:
 

@@ -141,10 +141,13 @@ def fit_logged(tmp_path: Path, data, model=None, **logger_args):
     model = model or toy_detector()
     logger = BatchImageLogger(
         str(tmp_path),
-        every_n_steps=1,
-        samples_per_batch=BATCH,
-        max_queue=100,
-        **{"class_names": ["a", "b", "c"], **logger_args},
+        **{
+            "every_n_steps": 1,
+            "samples_per_batch": BATCH,
+            "max_queue": 100,
+            "class_names": ["a", "b", "c"],
+            **logger_args,
+        },
     )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -267,6 +270,37 @@ def test_boxes_under_xla_and_steps_per_execution(tmp_path):
     for batch in batches:
         for sample in batch.samples:
             assert len(sample.boxes["prediction"]) == SLOTS
+
+
+def test_boxes_follow_a_random_selection_of_each_step(tmp_path):
+    """selection="random", 3 of 8 samples, steps_per_execution=2: each logged
+    sample's label boxes and class are its own (the picture it sits on, its
+    sample_id), whichever samples the step chose, on every step of an execution."""
+    images, boxes, labels = dataset_arrays()
+    # Keras 3.15's PyTorch trainer takes steps_per_execution=1 only.
+    torch = keras.backend.backend() == "torch"
+    model = toy_detector(steps_per_execution=1 if torch else 2)
+    batches, texts = fit_logged(
+        tmp_path,
+        augmented_dataset(images, boxes, labels),
+        model,
+        bounding_box_format="xyxy",
+        decode_predictions=decode,
+        samples_per_batch=3,
+        selection="random",
+    )
+    assert len(batches) == SAMPLES // BATCH
+    assert min(covers(batches, lambda sample: sample.boxes["label"])) >= 0.8
+    positions = []
+    for batch in batches:
+        assert len(batch.samples) == 3
+        assert len({sample.sample_id for sample in batch.samples}) == 3
+        positions += [sample.position for sample in batch.samples]
+        for sample in batch.samples:
+            assert sample.boxes["label_classes"].tolist() == [sample.sample_id % 3]
+            assert len(sample.boxes["prediction"]) == SLOTS
+    # Random: not only the first three positions of each batch.
+    assert max(positions) > 2, positions
 
 
 def test_boxes_without_a_format_give_one_warning(tmp_path):

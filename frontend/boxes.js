@@ -64,8 +64,8 @@ export function boxClassText(cls, classNames) {
 
 /**
  * The SVG overlay of a sample's boxes, or null (off, or none). `text`: the class (and
- * the score of a prediction) written at each box, for the detail view, `fontSize`
- * high (in the picture's pixels).
+ * the score of a prediction) written above each label box and below each predicted
+ * one, for the detail view, `fontSize` high (in the picture's pixels).
  */
 export function boxOverlay(sample, batch, choice, { text = false, fontSize = null } = {}) {
   const [height, width] = sample.image_shape || [];
@@ -100,9 +100,12 @@ export function boxOverlay(sample, batch, choice, { text = false, fontSize = nul
       }),
     );
     if (text) {
+      // A label box's caption above it, a prediction's below it: a prediction on
+      // its label box (the point of a good detector) keeps both readable.
+      const below = item.side === "prediction";
       const label = svg("text", {
         x: Math.min(x1, x2) + textSize * 0.1,
-        y: Math.min(y1, y2) - textSize * 0.25,
+        y: below ? Math.max(y1, y2) + textSize * 0.95 : Math.min(y1, y2) - textSize * 0.25,
         "font-size": textSize.toFixed(2),
         "stroke-width": (textSize * 0.12).toFixed(2),
         fill: colour,

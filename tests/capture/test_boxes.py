@@ -506,3 +506,45 @@ def test_ragged_boxes_from_tf_data(tmp_path):
             expected = per_sample[sample.sample_id]
             np.testing.assert_allclose(sample.boxes["label"], expected, atol=0.006)
             assert sample.record["boxes"]["count"] == len(expected)
+
+
+def test_a_subclassed_detector_without_declared_inputs(tmp_path):
+    """A detector written as a subclass (no `keras.Input`: on JAX the capture then
+    leaves the step in its logs, not the metrics-state slots): each logged sample's
+    label boxes still cover the object of its own picture, the predictions decoded."""
+
+    class Detector(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.pool = keras.layers.GlobalAveragePooling2D()
+            self.boxes = keras.layers.Dense(SLOTS * 4)
+            self.scores = keras.layers.Dense(SLOTS * CLASSES)
+
+        def call(self, inputs):
+            features = self.pool(inputs["images"])
+            boxes = keras.ops.reshape(self.boxes(features), (-1, SLOTS, 4))
+            scores = keras.ops.reshape(self.scores(features), (-1, SLOTS, CLASSES))
+            return {"boxes": boxes, "labels": keras.ops.softmax(scores)}
+
+    model = Detector()
+    model.compile(
+        keras.optimizers.SGD(learning_rate=0.0),
+        loss={
+            "boxes": "mse",
+            "labels": keras.losses.SparseCategoricalCrossentropy(ignore_class=-1),
+        },
+    )
+    images, boxes, labels = dataset_arrays()
+    batches, texts = fit_logged(
+        tmp_path,
+        augmented_dataset(images, boxes, labels),
+        model,
+        bounding_box_format="xyxy",
+        decode_predictions=decode,
+    )
+    assert len(batches) == SAMPLES // BATCH
+    assert min(covers(batches, lambda sample: sample.boxes["label"])) >= 0.8
+    for batch in batches:
+        for sample in batch.samples:
+            assert sample.boxes["label_classes"].tolist() == [sample.sample_id % 3]
+            assert len(sample.boxes["prediction"]) == SLOTS

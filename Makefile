@@ -7,6 +7,10 @@ PORT ?= 6006
 # CUDA libraries).
 JAX_SPEC ?= jax[cpu]
 TORCH_SPEC ?= torch==2.13.0+cpu
+# KerasHub, for the object-detection tests (a RetinaNet built from configs). Without
+# --no-deps it pulls full tensorflow and tensorflow-text (~1 GB) beside tensorflow-cpu;
+# it imports only these two of its dependencies besides what is installed already.
+KERAS_HUB_SPEC ?= keras-hub==0.32.0 regex tokenizers
 # The tests that hold on every Keras backend carry the `every_backend` marker (all of
 # tests/capture/); `make test` runs them once more per backend.
 BACKENDS ?= jax torch
@@ -24,6 +28,7 @@ $(VENV)/.installed: setup.py pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[test,dev]" "$(JAX_SPEC)" "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet --no-deps $(KERAS_HUB_SPEC)
 	touch $@
 
 setup: $(VENV)/.installed

@@ -84,6 +84,27 @@ const OUTPUT_SUMMARY = objectOf({
   mean: [orNull(number), null],
 });
 
+// A box: [x1, y1, x2, y2] pixels of the logged picture (docs/format.md, "Boxes").
+const box = (value) => {
+  const checked = listOf(number)(value);
+  return checked !== BAD && checked.length === 4 ? checked : BAD;
+};
+const BOXES = objectOf({
+  count: [orNull(int), null],
+  label: [listOf(box), []],
+  label_classes: [listOf(orNull(number)), []],
+  label_flags: [listOf(goodItems(text)), []],
+  label_iou: [orNull(listOf(orNull(number))), null],
+  prediction_count: [orNull(int), null],
+  prediction: [orNull(listOf(box)), null],
+  prediction_classes: [listOf(orNull(number)), []],
+  prediction_scores: [listOf(orNull(number)), []],
+  prediction_iou: [listOf(orNull(number)), []],
+  mean_iou: [orNull(number), null],
+  missed: [orNull(int), null],
+  spurious: [orNull(int), null],
+});
+
 const SAMPLE_FIELDS = {
   position: [int, null],
   batch: [int, null],
@@ -117,6 +138,8 @@ const SAMPLE_FIELDS = {
   prediction_mask_image: [orNull(text), null],
   // A triggered batch's culprit (docs/format.md, `trigger`).
   culprit: [bool, false],
+  // Object detection (docs/format.md, "Boxes").
+  boxes: [orNull(BOXES), null],
 };
 
 const BATCH_FIELDS = {
@@ -150,6 +173,10 @@ const BATCH_FIELDS = {
   image_format: [text, null],
   masks: [orNull(text), null],
   mask_shape: [orNull(listOf(int)), null],
+  box_format: [orNull(text), null],
+  box_predictions: [orNull(text), null],
+  max_boxes: [orNull(int), null],
+  box_iou_threshold: [orNull(number), null],
   dropped: [counts, {}],
   // Why it was logged, and the step's loss (docs/format.md, `trigger`).
   trigger: [orNull(text), null],

@@ -9,6 +9,7 @@ import { h, replaceChildren } from "./dom.js";
 import { GalleryData, listingNote } from "./gallery_data.js";
 import { LossCurve } from "./loss_curve.js";
 import { MainPanel } from "./main_panel.js";
+import { hasBoxes } from "./boxes.js";
 import { maskKind } from "./masks.js";
 import { appearancePatch, handleKey, stepPatch } from "./navigation.js";
 import { renderNotices } from "./notices.js";
@@ -55,6 +56,7 @@ export class GalleryApp {
       columns: () => this.view.columns,
       onPick: (item) => this.pickAppearance(item),
       onClose: () => this.setState({ history: null }),
+      boxes: () => this.state.boxes,
     });
     // The Dataset view (dataset.js) shares only the URL state and this switch.
     this.dataset = new DatasetView({
@@ -136,8 +138,8 @@ export class GalleryApp {
     const changed = this.sync.patch(patch);
     if (!changed.length) return;
     if (changed.some((key) => ["runs", "mode", "step"].includes(key))) this.note = "";
-    if (changed.includes("mask_opacity")) this.applyMaskOpacity();
-    if (changed.every((key) => key === "mask_opacity")) {
+    if (changed.includes("mask_opacity") || changed.includes("box_opacity")) this.applyMaskOpacity();
+    if (changed.every((key) => key === "mask_opacity" || key === "box_opacity")) {
       this.updateToolbar(this.shownBatches());
       return; // a CSS variable: nothing to redraw
     }
@@ -147,7 +149,7 @@ export class GalleryApp {
       if (changed.includes("history")) this.history.render();
       return;
     }
-    this.update({ historyChanged: changed.includes("history") });
+    this.update({ historyChanged: changed.includes("history") || changed.includes("boxes") });
   }
 
   /** Goes to another logged step (navigation.js's stepPatch says which). */
@@ -179,9 +181,10 @@ export class GalleryApp {
     }
   }
 
-  /** The mask opacity slider's value, as the CSS variable every mask canvas reads. */
+  /** The opacity sliders' values, as the CSS variables every mask canvas and box overlay read. */
   applyMaskOpacity() {
     document.documentElement.style.setProperty("--mask-opacity", String(this.state.mask_opacity / 100));
+    document.documentElement.style.setProperty("--box-opacity", String(this.state.box_opacity / 100));
   }
 
   shownBatches() {
@@ -248,19 +251,20 @@ export class GalleryApp {
     await this.data.loadBatches(columns);
     if (token !== this.renderToken) return;
 
-    const filters = { wrong: state.wrong, label: state.label, pred: state.pred, q: state.q, flag: state.flag, max_iou: state.max_iou };
+    const filters = { wrong: state.wrong, label: state.label, pred: state.pred, q: state.q, flag: state.flag, max_iou: state.max_iou, min_boxes: state.min_boxes, max_boxes: state.max_boxes };
     for (const column of columns) {
       if (!column.batch) continue;
       column.samples = sortSamples(filterSamples(column.batch.samples || [], column.batch.task, filters), state.sort);
     }
     this.updateToolbar(this.shownBatches());
     this.panel.showColumns(columns, this.view.target, this.state.masks, {
+      boxes: this.state.boxes,
       onOpen: (column, sample) => {
         this.detail.returnTo({ group: column.group, index: sample.index });
         this.setState({ open: { group: column.group, index: sample.index } });
       },
       onHistory: (sample) => this.setState({ history: sample.filename }),
-      onClearFilters: () => this.setState({ wrong: false, label: "", pred: "", q: "", flag: "", max_iou: "" }),
+      onClearFilters: () => this.setState({ wrong: false, label: "", pred: "", q: "", flag: "", max_iou: "", min_boxes: "", max_boxes: "" }),
     });
     this.detail.render(this.state, this.view.columns);
     if (historyChanged) this.history.render();
@@ -279,10 +283,12 @@ export class GalleryApp {
       classOptions: batches.length ? classOptions(batches) : this.lastClassOptions || [],
       flagOptions: flagOptions(batches),
       hasMasks: batches.length ? batches.some((batch) => maskKind(batch)) : Boolean(this.lastHasMasks),
+      hasBoxes: batches.length ? batches.some((batch) => hasBoxes(batch)) : Boolean(this.lastHasBoxes),
     });
     if (batches.length) {
       this.lastClassOptions = classOptions(batches);
       this.lastHasMasks = batches.some((batch) => maskKind(batch));
+      this.lastHasBoxes = batches.some((batch) => hasBoxes(batch));
     }
   }
 

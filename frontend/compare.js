@@ -53,6 +53,7 @@ export function renderColumn(column, targetStep, handlers) {
       onHistory: (sample) => handlers.onHistory(sample),
       onClearFilters: handlers.onClearFilters,
       masks: handlers.masks,
+      boxes: handlers.boxes,
     });
   }
   return h(

@@ -45,10 +45,17 @@ export const MASK_BINARY = "binary";
 export const MASK_VALUES = "values";
 export const MASK_TYPES = Object.freeze(["classes", "binary", "values"]);
 
+// Object detection: box formats, the checks of one box, the sample flags of boxes.
+export const BOX_FORMATS = Object.freeze(["xyxy", "yxyx", "xywh", "center_xywh", "center_yxhw", "rel_xyxy", "rel_yxyx", "rel_xywh", "rel_center_xywh"]);
+export const BOX_CHECKS = Object.freeze(["zero_area", "outside", "cut", "tiny", "label_out_of_range", "duplicate", "empty_region"]);
+export const BOX_FLAGS = Object.freeze(["box_zero_area", "box_outside", "box_cut", "box_tiny", "box_label_out_of_range", "box_duplicate", "box_empty_region", "boxes_capped", "box_missed", "box_spurious"]);
+export const BOX_PREDICTION_SOURCES = Object.freeze(["model", "decode_predictions"]);
+
 // The record's `task`: how labels and outputs read.
 export const TASK_SPARSE_CATEGORICAL = "sparse_categorical";
 export const TASK_CATEGORICAL = "categorical";
 export const TASK_BINARY = "binary";
 export const TASK_MULTILABEL = "multilabel";
 export const TASK_RAW = "raw";
-export const TASKS = Object.freeze(["sparse_categorical", "categorical", "binary", "multilabel", "raw"]);
+export const TASK_DETECTION = "detection";
+export const TASKS = Object.freeze(["sparse_categorical", "categorical", "binary", "multilabel", "raw", "detection"]);

@@ -12,6 +12,7 @@ import {
   formatValue,
   formatWallTime,
 } from "./format.js";
+import { BOX_CHOICES, boxSummary, hasBoxes, renderBoxLegend, renderBoxTable } from "./boxes.js";
 import { MASK_CHOICES, maskKind, maskRange, renderLegend } from "./masks.js";
 import { closeButton, field, flagBadges, pictureWithMask, sampleImage, verdictBadge } from "./widgets.js";
 
@@ -85,7 +86,7 @@ function maskFields(sample, kind) {
  * context: {sample, batch, group, index, count, onPrev, onNext, onClose, onHistory,
  *          masks (the mask shown: "prediction", "label", "off"), onMasks(choice)}
  */
-export function renderDetail({ sample, batch, group, index, count, onPrev, onNext, onClose, onHistory, masks = "prediction", onMasks = () => {} }) {
+export function renderDetail({ sample, batch, group, index, count, onPrev, onNext, onClose, onHistory, masks = "prediction", onMasks = () => {}, boxes = "both", onBoxes = () => {} }) {
   const [height, width, channels] = sample.image_shape || [];
   const scale = scaleFor(height, width);
   const image = sampleImage(sample, { alt: sample.filename ?? `sample ${sample.position}`, lazy: false });
@@ -95,7 +96,8 @@ export function renderDetail({ sample, batch, group, index, count, onPrev, onNex
     image.style.width = `${width * scale}px`;
   }
   const kind = maskKind(batch);
-  const [picture, drawn] = pictureWithMask(sample, batch, masks, image);
+  // Box captions about 12 px high on screen, whatever the picture's scale.
+  const [picture, drawn] = pictureWithMask(sample, batch, masks, image, boxes, { text: true, fontSize: 12 / scale });
   for (const canvas of picture.slice(1)) {
     if (scale > 1) canvas.classList.add("pixelated");
     if (width && height && canvas.classList.contains("value-map")) canvas.style.width = `${width * scale}px`;
@@ -112,6 +114,18 @@ export function renderDetail({ sample, batch, group, index, count, onPrev, onNex
           "select",
           { dataset: { control: "detail_masks" }, on: { change: (event) => onMasks(event.target.value) } },
           MASK_CHOICES.map((choice) => h("option", { value: choice.value, text: choice.text, selected: choice.value === masks })),
+        ),
+        "detail-masks",
+      )
+    : null;
+  const detection = hasBoxes(batch);
+  const boxSelect = detection
+    ? field(
+        "Boxes",
+        h(
+          "select",
+          { dataset: { control: "detail_boxes" }, on: { change: (event) => onBoxes(event.target.value) } },
+          BOX_CHOICES.map((choice) => h("option", { value: choice.value, text: choice.text, selected: choice.value === boxes })),
         ),
         "detail-masks",
       )
@@ -134,6 +148,8 @@ export function renderDetail({ sample, batch, group, index, count, onPrev, onNex
     row("image shape", (sample.image_shape || []).join(" × ") || "—", "image_shape"),
     Array.isArray(sample.input_size) ? row("size as input", sample.input_size.join(" × "), "input_size") : null,
     ...maskFields(sample, kind),
+    sample.boxes ? row("boxes", boxSummary(sample), "boxes") : null,
+    sample.boxes && Number.isInteger(sample.boxes.missed) ? row("missed, spurious", `${sample.boxes.missed}, ${sample.boxes.spurious ?? "—"}`, "box_matching") : null,
   ];
   if (sample.output_summary) {
     const summary = sample.output_summary;
@@ -175,6 +191,7 @@ export function renderDetail({ sample, batch, group, index, count, onPrev, onNex
     row("preprocessing", formatValue(batch.preprocessing), "preprocessing"),
     row("image format", formatValue(batch.image_format), "image_format"),
     kind ? row("masks", `${kind}, ${formatValue(batch.mask_shape)}`, "masks") : null,
+    detection ? row("boxes", `${formatValue(batch.box_format)} in y; predictions: ${formatValue(batch.box_predictions)}; at most ${formatValue(batch.max_boxes)} a sample; match at IoU ${formatValue(batch.box_iou_threshold)}`, "box_format") : null,
   ];
 
   const flagNotes = (sample.flags || []).map((flag) =>
@@ -218,7 +235,9 @@ export function renderDetail({ sample, batch, group, index, count, onPrev, onNex
         { className: "detail-figure" },
         imageBox,
         maskSelect,
+        boxSelect,
         renderLegend(batch, [sample], masks),
+        renderBoxLegend(batch, [sample], boxes),
         h("figcaption", {
           text: `${width ?? "?"} × ${height ?? "?"} px, ${channels ?? "?"} channel${channels === 1 ? "" : "s"}` + (scale > 1 ? `, shown at ${scale}×` : ""),
         }),
@@ -245,6 +264,8 @@ export function renderDetail({ sample, batch, group, index, count, onPrev, onNex
         sample.filename !== null && sample.filename !== undefined
           ? h("button", { className: "button", type: "button", text: "History of this file", on: { click: onHistory } })
           : null,
+        sample.boxes ? h("h3", { text: "Boxes" }) : null,
+        renderBoxTable(sample, batch),
         h("h3", { text: "Sample" }),
         h("dl", { className: "fields" }, sampleFields),
         h("h3", { text: "Batch" }),

@@ -137,4 +137,15 @@ export const FLAG_HELP = {
   [FLAG_LABEL_OUT_OF_RANGE]: "The label is not a valid class index.",
   [FLAG_LOSS_NON_FINITE]: "The sample's loss was NaN or Inf.",
   [FLAG_PREDICTION_NON_FINITE]: "The model's output held NaN or Inf: no class is predicted.",
+  // Detection (docs/format.md, "Boxes"): contract.js's BOX_FLAGS.
+  box_zero_area: "A label box has no (or negative) area.",
+  box_outside: "A label box lies entirely outside the picture.",
+  box_cut: "A label box is cut by the picture's border.",
+  box_tiny: "A label box has a side under 3 pixels of the model's input.",
+  box_label_out_of_range: "A label box's label is not a class (or not in class_names).",
+  box_duplicate: "A label box repeats an earlier box of the sample exactly.",
+  box_empty_region: "A label box covers an empty (constant) region of the picture.",
+  boxes_capped: "More label boxes than the log keeps; the first are shown.",
+  box_missed: "A label box that no predicted box matched (same class, IoU ≥ 0.5).",
+  box_spurious: "A predicted box that matched no label box.",
 };

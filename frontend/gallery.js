@@ -14,6 +14,7 @@ import {
   plural,
   shortenFilename,
 } from "./format.js";
+import { boxSummary, hasBoxes, renderBoxLegend } from "./boxes.js";
 import { maskKind, maskRange, renderLegend } from "./masks.js";
 import { captionRow, flagBadges, pictureWithMask, sampleImage, verdictBadge, verdictClass, verdictOf } from "./widgets.js";
 
@@ -42,9 +43,16 @@ function maskRows(sample, batch, choice) {
 }
 
 /** One thumbnail with its caption. */
-export function renderTile(sample, batch, { onOpen, onHistory, merged, masks = "prediction" }) {
+/** The caption row of a detection sample: its boxes, predictions and mean IoU. */
+function boxRows(sample, batch) {
+  if (!hasBoxes(batch)) return [];
+  return [captionRow("boxes", h("span", { className: "cap-value", dataset: { field: "boxes" }, text: boxSummary(sample), title: "label boxes (in y), predicted boxes, mean IoU of the label boxes" }))];
+}
+
+export function renderTile(sample, batch, { onOpen, onHistory, merged, masks = "prediction", boxes = "both" }) {
   const verdict = verdictOf(sample);
   const filename = sample.filename;
+  const detectionOnly = Boolean(sample.boxes) && sample.label === null && sample.prediction === null;
   const label = formatClass(sample.label, sample.label_name);
   const prediction = formatPrediction(sample);
   const describe = [
@@ -56,8 +64,9 @@ export function renderTile(sample, batch, { onOpen, onHistory, merged, masks = "
     sample.culprit ? "culprit of the trigger" : null,
     Number.isFinite(sample.mean_iou) ? `mean IoU ${formatPercent(sample.mean_iou)}` : null,
     Number.isFinite(sample.pixel_accuracy) ? `pixel accuracy ${formatPercent(sample.pixel_accuracy)}` : null,
+    sample.boxes ? `boxes: ${boxSummary(sample)}` : null,
   ].filter(Boolean);
-  const [picture, drawn] = pictureWithMask(sample, batch, masks, sampleImage(sample, { alt: filename ?? `sample ${sample.position}` }));
+  const [picture, drawn] = pictureWithMask(sample, batch, masks, sampleImage(sample, { alt: filename ?? `sample ${sample.position}` }), boxes);
 
   const tile = h(
     "article",
@@ -99,14 +108,17 @@ export function renderTile(sample, batch, { onOpen, onHistory, merged, masks = "
         title: filename ?? "no filename logged",
         dataset: { full: filename ?? "" },
       }),
-      captionRow("label", h("span", { className: "cap-value label", text: label, title: label })),
-      captionRow(
-        "pred",
-        h("span", { className: "cap-value prediction", text: prediction, title: prediction }),
-        sample.confidence !== null && sample.confidence !== undefined
-          ? h("span", { className: "confidence", text: formatPercent(sample.confidence) })
-          : null,
-      ),
+      // A detection sample's label and prediction are its boxes (the boxes row).
+      detectionOnly ? null : captionRow("label", h("span", { className: "cap-value label", text: label, title: label })),
+      detectionOnly
+        ? null
+        : captionRow(
+            "pred",
+            h("span", { className: "cap-value prediction", text: prediction, title: prediction }),
+            sample.confidence !== null && sample.confidence !== undefined
+              ? h("span", { className: "confidence", text: formatPercent(sample.confidence) })
+              : null,
+          ),
       captionRow(
         "loss",
         h("span", { className: "cap-value loss", text: formatLoss(sample) }),
@@ -121,6 +133,7 @@ export function renderTile(sample, batch, { onOpen, onHistory, merged, masks = "
           : null,
       ),
       maskRows(sample, batch, masks),
+      boxRows(sample, batch),
       flagBadges(sample.flags),
     ),
   );
@@ -212,13 +225,13 @@ export function renderRecordWarnings(batch) {
 }
 
 /** A batch: header, what its record lacked, and grid (or a note when the filters leave nothing). */
-export function renderBatch({ batch, samples, onOpen, onHistory, onClearFilters, masks = "prediction" }) {
+export function renderBatch({ batch, samples, onOpen, onHistory, onClearFilters, masks = "prediction", boxes = "both" }) {
   // A merged validation record holds samples of several batches (docs/format.md).
   const merged = new Set((batch.samples || []).map((sample) => sample.batch ?? batch.batch)).size > 1;
   const grid = h(
     "div",
     { className: "grid" },
-    samples.map((sample) => renderTile(sample, batch, { onOpen, onHistory, merged, masks })),
+    samples.map((sample) => renderTile(sample, batch, { onOpen, onHistory, merged, masks, boxes })),
   );
   return h(
     "section",
@@ -226,6 +239,7 @@ export function renderBatch({ batch, samples, onOpen, onHistory, onClearFilters,
     renderBatchHeader(batch, samples.length),
     renderRecordWarnings(batch),
     renderLegend(batch, samples, masks),
+    renderBoxLegend(batch, samples, boxes),
     samples.length
       ? grid
       : h(

@@ -2,13 +2,14 @@
 
 import { h } from "./dom.js";
 import { formatClass, formatNumber, formatPercent, formatPrediction, plural } from "./format.js";
+import { boxOverlay } from "./boxes.js";
 import { closeButton, messageBox, sampleImage, verdictBadge, verdictClass } from "./widgets.js";
 
 /**
  * panel: {filename, appearances | null (loading), total, error, groupOf(appearance) -> name,
  *         current: {run, step}, onPick(appearance), onClose}
  */
-export function renderHistory({ filename, appearances, total, error, groupOf, current, onPick, onClose }) {
+export function renderHistory({ filename, appearances, total, error, groupOf, current, onPick, onClose, boxes = "both" }) {
   let body;
   let subtitle = "";
   if (error) {
@@ -38,7 +39,7 @@ export function renderHistory({ filename, appearances, total, error, groupOf, cu
               title: `${item.run} · step ${item.step} · epoch ${item.epoch} · batch ${item.batch} · #${item.position}`,
               on: { click: () => onPick(item) },
             },
-            h("span", { className: "strip-thumb" }, sampleImage(item), verdictBadge(item, "on-image compact")),
+            h("span", { className: "strip-thumb" }, sampleImage(item), boxOverlay(item, {}, boxes), verdictBadge(item, "on-image compact")),
             h("span", { className: "strip-run", text: groupOf(item), title: item.run }),
             h(
               "span",

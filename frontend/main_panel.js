@@ -32,6 +32,7 @@ export class MainPanel {
     const signature = JSON.stringify([
       target,
       masks,
+      handlers.boxes,
       columns.map((column) => [column.group, column.run, column.step, column.error, column.broken, column.batch && column.batch.wall_time, column.samples.map((sample) => sample.index)]),
     ]);
     if (signature === this.signature && this.hasColumns()) {

@@ -67,6 +67,8 @@ export class DetailOverlay {
       onHistory: () => this.setState({ history: sample.filename, open: null }),
       masks: state.masks,
       onMasks: (masks) => this.setState({ masks }),
+      boxes: state.boxes,
+      onBoxes: (boxes) => this.setState({ boxes }),
     });
     replaceChildren(this.root, overlay);
     this.go = go;
@@ -85,7 +87,8 @@ export class HistoryPanel {
    * histories, the experiments of runs); wanted() -> the filename the state asks for
    * (null: none); columns() -> the shown columns; onPick(appearance); onClose().
    */
-  constructor({ root, data, wanted, columns, onPick, onClose }) {
+  constructor({ root, data, wanted, columns, onPick, onClose, boxes = () => "both" }) {
+    this.boxes = boxes;
     this.root = root;
     this.data = data;
     this.wanted = wanted;
@@ -112,6 +115,7 @@ export class HistoryPanel {
         current: this.shownBatches(),
         onPick: this.onPick,
         onClose: this.onClose,
+        boxes: this.boxes(),
       });
     document.body.classList.add("has-history");
     if (!this.data.hasHistory(filename)) {

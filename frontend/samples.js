@@ -1,6 +1,7 @@
 // Sorting and filtering the samples of a batch. Pure functions.
 
-import { FLAGS, TASK_BINARY, TASK_CATEGORICAL, TASK_MULTILABEL, TASK_SPARSE_CATEGORICAL } from "./contract.js";
+import { boxClassKeys, boxCount, sampleMeanIou } from "./boxes.js";
+import { BOX_FLAGS, FLAGS, TASK_BINARY, TASK_CATEGORICAL, TASK_DETECTION, TASK_MULTILABEL, TASK_SPARSE_CATEGORICAL } from "./contract.js";
 
 export const SORTS = [
   { value: "position", text: "Position in batch" },
@@ -9,10 +10,12 @@ export const SORTS = [
   { value: "confidence_desc", text: "Confidence, highest first" },
   { value: "confidence_asc", text: "Confidence, lowest first" },
   // `needs`: offered only where the shown batches have it (toolbar.js).
-  { value: "mean_iou_asc", text: "Mean IoU, lowest first", needs: "masks" },
-  { value: "mean_iou_desc", text: "Mean IoU, highest first", needs: "masks" },
+  { value: "mean_iou_asc", text: "Mean IoU, lowest first", needs: "masks_or_boxes" },
+  { value: "mean_iou_desc", text: "Mean IoU, highest first", needs: "masks_or_boxes" },
   { value: "pixel_accuracy_asc", text: "Pixel accuracy, lowest first", needs: "masks" },
   { value: "pixel_accuracy_desc", text: "Pixel accuracy, highest first", needs: "masks" },
+  { value: "boxes_desc", text: "Boxes, most first", needs: "boxes" },
+  { value: "boxes_asc", text: "Boxes, fewest first", needs: "boxes" },
 ];
 
 const CLASS_TASKS = new Set([TASK_SPARSE_CATEGORICAL, TASK_CATEGORICAL, TASK_BINARY, TASK_MULTILABEL]);
@@ -27,7 +30,18 @@ export function classKeys(value, task) {
 
 /** Whether any filter is set. */
 export function hasFilters(filters) {
-  return Boolean(filters.wrong || filters.label || filters.pred || filters.q || filters.flag || maxIou(filters) !== null);
+  return Boolean(filters.wrong || filters.label || filters.pred || filters.q || filters.flag || maxIou(filters) !== null || boxLimit(filters.min_boxes) !== null || boxLimit(filters.max_boxes) !== null);
+}
+
+/** A box-count filter (`min_boxes`, `max_boxes`) as an integer, or null when not set. */
+export function boxLimit(text) {
+  return /^\d+$/.test(String(text ?? "").trim()) ? Number(text) : null;
+}
+
+/** The class keys a label / prediction filter matches: a detection sample's boxes'. */
+function sampleClassKeys(sample, side, task) {
+  if (task === TASK_DETECTION || sample.boxes) return boxClassKeys(sample, side === "label" ? "label" : "prediction");
+  return classKeys(side === "label" ? sample.label : sample.prediction, task);
 }
 
 /** The `max_iou` filter as a number in [0, 1], or null when not set. */
@@ -42,11 +56,18 @@ export function maxIou(filters) {
 export function filterSamples(samples, task, filters) {
   const query = (filters.q || "").toLowerCase();
   const iouAtMost = maxIou(filters);
+  const fewest = boxLimit(filters.min_boxes);
+  const most = boxLimit(filters.max_boxes);
   return samples.filter((sample) => {
-    if (iouAtMost !== null && !(Number.isFinite(sample.mean_iou) && sample.mean_iou <= iouAtMost)) return false;
+    const iou = sampleMeanIou(sample);
+    if (iouAtMost !== null && !(iou !== null && iou <= iouAtMost)) return false;
+    if (fewest !== null || most !== null) {
+      const count = boxCount(sample);
+      if (count === null || (fewest !== null && count < fewest) || (most !== null && count > most)) return false;
+    }
     if (filters.wrong && sample.correct !== false) return false;
-    if (filters.label && !classKeys(sample.label, task).includes(filters.label)) return false;
-    if (filters.pred && !classKeys(sample.prediction, task).includes(filters.pred)) return false;
+    if (filters.label && !sampleClassKeys(sample, "label", task).includes(filters.label)) return false;
+    if (filters.pred && !sampleClassKeys(sample, "prediction", task).includes(filters.pred)) return false;
     if (filters.flag && !(sample.flags || []).includes(filters.flag)) return false;
     if (query && !String(sample.filename ?? "").toLowerCase().includes(query)) return false;
     return true;
@@ -69,12 +90,14 @@ export function sortSamples(samples, sort) {
     mean_iou_desc: ["mean_iou", -1],
     pixel_accuracy_asc: ["pixel_accuracy", 1],
     pixel_accuracy_desc: ["pixel_accuracy", -1],
+    boxes_desc: ["boxes", -1],
+    boxes_asc: ["boxes", 1],
   }[sort];
   // The default order: a triggered batch's culprits first, then the batch's order.
   if (!order) return [...samples].sort((a, b) => Number(b.culprit === true) - Number(a.culprit === true) || batchOrder(a, b));
   const [field, direction] = order;
   const value = (sample) => {
-    const number = sample[field];
+    const number = field === "mean_iou" ? sampleMeanIou(sample) : field === "boxes" ? boxCount(sample) : sample[field];
     return typeof number === "number" && Number.isFinite(number) ? number : null;
   };
   return [...samples].sort((a, b) => {
@@ -95,9 +118,12 @@ export function classOptions(batches) {
   const names = new Map();
   for (const batch of batches) {
     const task = batch.task;
-    if (task && !CLASS_TASKS.has(task)) continue;
+    if (task && !CLASS_TASKS.has(task) && task !== TASK_DETECTION) continue;
     (batch.class_names || []).forEach((name, index) => names.set(String(index), name));
     for (const sample of batch.samples || []) {
+      for (const side of ["label", "prediction"]) {
+        for (const key of boxClassKeys(sample, side)) if (!names.has(key)) names.set(key, null);
+      }
       for (const [value, name] of [
         [sample.label, sample.label_name],
         [sample.prediction, sample.prediction_name],
@@ -115,13 +141,19 @@ export function classOptions(batches) {
     .map(([value, name]) => ({ value, text: name ? `${value} · ${name}` : value }));
 }
 
-/** The flag filter's choices: every flag, with how many samples of `batches` carry it. */
+/**
+ * The flag filter's choices: every flag (the box flags too when a batch is a detection
+ * batch), with how many samples of `batches` carry it.
+ */
 export function flagOptions(batches) {
   const counts = new Map();
+  let detection = false;
   for (const batch of batches) {
+    if (batch.task === TASK_DETECTION) detection = true;
     for (const sample of batch.samples || []) {
       for (const flag of sample.flags || []) counts.set(flag, (counts.get(flag) || 0) + 1);
     }
   }
-  return FLAGS.map((flag) => ({ value: flag, text: counts.has(flag) ? `${flag} (${counts.get(flag)})` : flag }));
+  const flags = detection ? [...FLAGS, ...BOX_FLAGS] : FLAGS;
+  return flags.map((flag) => ({ value: flag, text: counts.has(flag) ? `${flag} (${counts.get(flag)})` : flag }));
 }

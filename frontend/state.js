@@ -9,6 +9,7 @@
 // history.replaceState: no history entries, no hashchange for TensorBoard to handle.
 
 import { PLUGIN_NAME } from "./contract.js";
+import { BOX_CHOICES, DEFAULT_BOX_OPACITY } from "./boxes.js";
 import { DEFAULT_MASK_OPACITY, MASK_CHOICES } from "./masks.js";
 import { SORTS } from "./samples.js";
 
@@ -29,6 +30,10 @@ export function defaultState() {
     max_iou: "", // keep samples whose mean IoU is at most this (0..1); "": no filter
     masks: "prediction", // the mask drawn: "prediction", "label" or "off"
     mask_opacity: DEFAULT_MASK_OPACITY, // 0..100
+    boxes: "both", // the boxes drawn: "both", "label", "prediction" or "off"
+    box_opacity: DEFAULT_BOX_OPACITY, // 0..100
+    min_boxes: "", // keep samples with at least / at most this many label boxes
+    max_boxes: "",
     open: null, // {group, index}: the sample (index in its record) in the detail view
     history: null, // filename whose history strip is shown
     // The Dataset view (dataset.js): per-sample statistics of whole runs.
@@ -60,11 +65,13 @@ export function stateToParams(state) {
   if (state.step !== null) params.push(["step", String(state.step)]);
   if (state.sort !== "position") params.push(["sort", state.sort]);
   if (state.wrong) params.push(["wrong", "1"]);
-  for (const key of ["label", "pred", "q", "flag", "max_iou"]) {
+  for (const key of ["label", "pred", "q", "flag", "max_iou", "min_boxes", "max_boxes"]) {
     if (state[key]) params.push([key, state[key]]);
   }
   if (state.masks !== "prediction") params.push(["masks", state.masks]);
   if (state.mask_opacity !== DEFAULT_MASK_OPACITY) params.push(["mask_opacity", String(state.mask_opacity)]);
+  if (state.boxes !== "both") params.push(["boxes", state.boxes]);
+  if (state.box_opacity !== DEFAULT_BOX_OPACITY) params.push(["box_opacity", String(state.box_opacity)]);
   if (state.open) {
     params.push(["open", String(state.open.index)]);
     params.push(["open_run", state.open.group]);
@@ -97,6 +104,9 @@ export function paramsToState(params) {
   if (/^(\d+(\.\d*)?|\.\d+)$/.test(get("max_iou") || "")) state.max_iou = get("max_iou");
   if (MASK_CHOICES.some((choice) => choice.value === get("masks"))) state.masks = get("masks");
   if (/^\d+$/.test(get("mask_opacity") || "")) state.mask_opacity = Math.min(100, Number(get("mask_opacity")));
+  if (BOX_CHOICES.some((choice) => choice.value === get("boxes"))) state.boxes = get("boxes");
+  if (/^\d+$/.test(get("box_opacity") || "")) state.box_opacity = Math.min(100, Number(get("box_opacity")));
+  for (const key of ["min_boxes", "max_boxes"]) if (/^\d+$/.test(get(key) || "")) state[key] = get(key);
   if (/^\d+$/.test(get("open") || "") && get("open_run") !== null) {
     state.open = { index: Number(get("open")), group: get("open_run") };
   }

@@ -4,6 +4,7 @@
 import { FLAGS, MODES } from "./contract.js";
 import { h, replaceChildren } from "./dom.js";
 import { plural } from "./format.js";
+import { BOX_CHOICES } from "./boxes.js";
 import { MASK_CHOICES } from "./masks.js";
 import { groupLabel } from "./runs.js";
 import { SORTS } from "./samples.js";
@@ -127,12 +128,72 @@ export class Toolbar {
       field("Opacity", this.opacitySlider, "opacity-field"),
       field("Mean IoU at most", this.maxIouInput, "iou-field"),
     );
+    this.boxesSelect = h(
+      "select",
+      { dataset: { control: "boxes" }, on: { change: () => this.onChange({ boxes: this.boxesSelect.value }) } },
+      BOX_CHOICES.map((choice) => h("option", { value: choice.value, text: choice.text })),
+    );
+    this.boxOpacitySlider = h("input", {
+      type: "range",
+      className: "opacity-slider",
+      dataset: { control: "box_opacity" },
+      min: "0",
+      max: "100",
+      step: "1",
+      attrs: { "aria-label": "Box opacity" },
+      on: { input: () => this.onChange({ box_opacity: Number(this.boxOpacitySlider.value) }) },
+    });
+    const countInput = (key, label) => {
+      const input = h("input", {
+        type: "number",
+        className: "count-input",
+        dataset: { control: key },
+        min: "0",
+        step: "1",
+        placeholder: "any",
+        attrs: { "aria-label": label, inputmode: "numeric" },
+        on: {
+          input: () => {
+            clearTimeout(this.countTimer);
+            this.countTimer = setTimeout(() => this.onChange({ [key]: input.value.trim(), open: null }), 150);
+          },
+        },
+      });
+      return input;
+    };
+    this.minBoxesInput = countInput("min_boxes", "Label boxes at least");
+    this.maxBoxesInput = countInput("max_boxes", "Label boxes at most");
+    this.boxIouInput = h("input", {
+      type: "number",
+      className: "iou-input",
+      dataset: { control: "box_max_iou" },
+      min: "0",
+      max: "1",
+      step: "0.05",
+      placeholder: "0–1",
+      attrs: { "aria-label": "Box mean IoU at most", inputmode: "decimal" },
+      on: {
+        input: () => {
+          clearTimeout(this.iouTimer);
+          this.iouTimer = setTimeout(() => this.onChange({ max_iou: this.boxIouInput.value, open: null }), 150);
+        },
+      },
+    });
+    this.boxRow = h(
+      "div",
+      { className: "toolbar-row box-row", hidden: true },
+      field("Boxes", this.boxesSelect),
+      field("Opacity", this.boxOpacitySlider, "opacity-field"),
+      field("Label boxes at least", this.minBoxesInput, "count-field"),
+      field("at most", this.maxBoxesInput, "count-field"),
+      field("Mean IoU at most", this.boxIouInput, "iou-field"),
+    );
     this.clearButton = h("button", {
       type: "button",
       className: "button subtle",
       dataset: { control: "clear" },
       text: "Clear filters",
-      on: { click: () => this.onChange({ wrong: false, label: "", pred: "", q: "", flag: "", max_iou: "", open: null }) },
+      on: { click: () => this.onChange({ wrong: false, label: "", pred: "", q: "", flag: "", max_iou: "", min_boxes: "", max_boxes: "", open: null }) },
     });
 
     this.element = h(
@@ -167,6 +228,7 @@ export class Toolbar {
         this.clearButton,
       ),
       this.maskRow,
+      this.boxRow,
     );
     this.steps = [];
   }
@@ -188,7 +250,7 @@ export class Toolbar {
    * model: {state, groups (Map), steps (sorted union), stepIndex, following, note,
    *         classOptions, flagOptions, hasMasks (a shown batch has masks)}
    */
-  update({ state, groups, steps, stepIndex, following, note, classOptions, flagOptions, hasMasks = false }) {
+  update({ state, groups, steps, stepIndex, following, note, classOptions, flagOptions, hasMasks = false, hasBoxes = false }) {
     const signature = JSON.stringify([...groups.keys()]);
     if (this.runList.dataset.signature !== signature) {
       replaceChildren(
@@ -249,10 +311,11 @@ export class Toolbar {
     }
     this.stepNote.textContent = note || "";
 
-    // Sorts that need masks are offered only where a shown batch has masks.
+    // Sorts that need masks (or boxes) are offered only where a shown batch has them.
+    const has = { masks: hasMasks, boxes: hasBoxes, masks_or_boxes: hasMasks || hasBoxes };
     for (const option of this.sortSelect.options) {
       const sort = SORTS.find((item) => item.value === option.value);
-      const applies = !sort || !sort.needs || (sort.needs === "masks" && hasMasks);
+      const applies = !sort || !sort.needs || Boolean(has[sort.needs]);
       option.hidden = option.disabled = !applies && option.value !== state.sort;
     }
     this.sortSelect.value = state.sort;
@@ -266,6 +329,14 @@ export class Toolbar {
     this.opacitySlider.value = String(state.mask_opacity);
     this.opacitySlider.disabled = state.masks === "off";
     if (document.activeElement !== this.maxIouInput) this.maxIouInput.value = state.max_iou;
-    this.clearButton.disabled = !(state.wrong || state.label || state.pred || state.q || state.flag || state.max_iou);
+    this.boxRow.hidden = !(hasBoxes || state.min_boxes || state.max_boxes);
+    if (hasBoxes && !hasMasks) this.maskRow.hidden = true; // the box row has its own IoU filter
+    this.boxesSelect.value = state.boxes;
+    this.boxOpacitySlider.value = String(state.box_opacity);
+    this.boxOpacitySlider.disabled = state.boxes === "off";
+    if (document.activeElement !== this.boxIouInput) this.boxIouInput.value = state.max_iou;
+    if (document.activeElement !== this.minBoxesInput) this.minBoxesInput.value = state.min_boxes;
+    if (document.activeElement !== this.maxBoxesInput) this.maxBoxesInput.value = state.max_boxes;
+    this.clearButton.disabled = !(state.wrong || state.label || state.pred || state.q || state.flag || state.max_iou || state.min_boxes || state.max_boxes);
   }
 }

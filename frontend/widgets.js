@@ -5,6 +5,7 @@
 import { imageUrl } from "./api.js";
 import { h } from "./dom.js";
 import { FLAG_HELP } from "./format.js";
+import { boxOverlay } from "./boxes.js";
 import { maskCanvas, maskKind } from "./masks.js";
 
 const SMALL_IMAGE = 96; // images this small are scaled up with hard pixel edges
@@ -60,13 +61,16 @@ export function sampleImage(sample, { alt = "", lazy = true } = {}) {
 /**
  * The picture with its mask: a `mask-overlay` canvas over it (classes, binary) or a
  * `value-map` canvas beside it (values); the picture alone without masks or when off.
+ * `boxes` ("both", "label", "prediction", "off"): the sample's boxes in a `box-overlay`
+ * SVG over it (`boxOptions`: boxes.js's boxOverlay options).
  * Returns [nodes, kind drawn or null].
  */
-export function pictureWithMask(sample, batch, choice, image) {
+export function pictureWithMask(sample, batch, choice, image, boxes = "off", boxOptions = {}) {
   const canvas = choice === "off" ? null : maskCanvas(sample, batch, choice);
-  if (!canvas) return [[image], null];
+  const overlay = boxOverlay(sample, batch, boxes, boxOptions);
+  if (!canvas) return [overlay ? [image, overlay] : [image], null];
   if (image.classList.contains("pixelated")) canvas.classList.add("pixelated");
-  return [[image, canvas], maskKind(batch)];
+  return [overlay ? [image, canvas, overlay] : [image, canvas], maskKind(batch)];
 }
 
 /** A caption row: its key, then its value node (and anything after it). */

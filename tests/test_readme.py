@@ -109,3 +109,28 @@ def test_readme_segmentation_logs_masks_and_their_scores(tmp_path, run_python):
     lines = [line for line in result.stdout.splitlines() if line.startswith("MASK")]
     assert len(lines) == 4 * 16
     assert set(lines) == {"MASK classes True (32, 32) True []"}
+
+
+def test_readme_detection_logs_the_flipped_boxes_and_the_predictions(
+    tmp_path, run_python
+):
+    """The object detection snippet: every logged label box is its picture's square
+    (found in the logged pixels), with predicted boxes and no warning."""
+    (snippet,) = section_snippets("Object detection: the boxes the model trained on")
+    check = (
+        "\nimport numpy as np\n"
+        "from tb_batch_images import read_batches\n"
+        "for b in read_batches('logs/detection'):\n"
+        "    for s in b.samples:\n"
+        "        ys, xs = np.nonzero(s.image[..., 0] > 128)\n"
+        "        found = [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]\n"
+        "        print('BOX', b.record['task'], len(s.boxes['label']),\n"
+        "              np.allclose(s.boxes['label'][0], found, atol=0.5),\n"
+        "              len(s.boxes['prediction']), b.warnings)\n"
+    )
+    result = run_python(["-c", snippet + check], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "tb_batch_images:" not in result.stderr
+    lines = [line for line in result.stdout.splitlines() if line.startswith("BOX")]
+    assert len(lines) == 4 * 16
+    assert set(lines) == {"BOX detection 1 True 3 []"}

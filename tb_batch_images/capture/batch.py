@@ -52,6 +52,16 @@ class CapturedBatch:
     # outputs only, `tb_batch_images.capture.dense_maps`)
     label_maps: np.ndarray | None = _per_sample()
     output_maps: np.ndarray | None = _per_sample()
+    # Detection (`tb_batch_images.capture.boxes`): [n, max_boxes, 4] boxes in the
+    # format they came in, [n, max_boxes] classes (-1: no box), [n] counts before the
+    # cut; the predicted boxes alike, with [n, max_boxes] scores.
+    boxes: np.ndarray | None = _per_sample()
+    box_classes: np.ndarray | None = _per_sample()
+    box_counts: np.ndarray | None = _per_sample()
+    predicted_boxes: np.ndarray | None = _per_sample()
+    predicted_box_classes: np.ndarray | None = _per_sample()
+    predicted_box_scores: np.ndarray | None = _per_sample()
+    predicted_box_counts: np.ndarray | None = _per_sample()
     # -- per sample, known on the host ------------------------------------------------
     sample_batches: np.ndarray | None = _per_sample(step=False)  # [n] batch of each
     devices: np.ndarray | None = _per_sample(step=False)  # [n] (keras.distribution)

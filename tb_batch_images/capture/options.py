@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 SELECTIONS = ("first", "random", "highest_loss")
@@ -18,3 +19,5 @@ class CaptureOptions:
     image_layer: str | bool | None = None  # a layer name; None: automatic; False: x
     output: str | None = None  # the logged head of a model with several outputs
     max_image_size: int = 256
+    bounding_box_format: str | None = None  # one of names.BOX_FORMATS: y holds boxes
+    decode_predictions: Callable | None = None  # (y_pred, images) -> predicted boxes

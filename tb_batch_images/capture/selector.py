@@ -16,7 +16,9 @@ prediction and loss come from one head and every head's per-sample loss is kept
 (`head_losses`). Images whose height and width are unknown when the step is traced
 (a `tf.data` pipeline that decodes files without resizing, a model with
 `Input((None, None, 3))`) are fitted into `max_image_size` and padded, with their
-true and stored sizes beside them (`image_sizes`).
+true and stored sizes beside them (`image_sizes`). A detection batch (boxes in `y`,
+`tb_batch_images.capture.boxes`) gives the chosen samples' label boxes, and predicted
+boxes where they can be decoded, instead of flattened labels and outputs.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import keras
 import numpy as np
 
 from tb_batch_images.capture import dense_maps, step_pixels
+from tb_batch_images.capture.boxes import BoxCapture, describe_structure, find_boxes
 from tb_batch_images.capture.heads import Heads
 from tb_batch_images.capture.losses import per_sample_losses
 from tb_batch_images.capture.metadata_keys import first_leaf
@@ -67,6 +70,7 @@ class SampleSelector:
         loss_fn: Callable | None,
         heads: Heads | None = None,
         task: str | None = None,
+        boxes: BoxCapture | None = None,
     ):
         self.layout = layout
         # The task read from the loss (`losses.task_from_loss`): how dense maps
@@ -87,6 +91,10 @@ class SampleSelector:
         # Antialiased downscaling; XLA has no kernel for it (TensorFlow's
         # ScaleAndTranslate), so the TensorFlow adapter turns it off under XLA.
         self.antialias = True
+        # Detection (`bounding_box_format=`): the boxes of the chosen samples.
+        self.boxes = boxes
+        # Set when traced: y held boxes the logger was not told how to read.
+        self.unread_boxes: str | None = None
 
     def select(
         self, image: Any, metadata: dict, y: Any, y_pred: Any, recorded: Any = None
@@ -162,11 +170,16 @@ class SampleSelector:
         )
         if sizes is not None:
             result["image_sizes"] = sizes
-        if label is not None:
+        detection = self._boxes(result, image, y, y_pred, index)
+        if detection:  # the boxes are the label; the outputs are no sample's values
+            label_shown = output_shown = None
+        else:
+            label_shown, output_shown = label, output
+        if label_shown is not None:
             result["labels"], self.label_shape = _flatten_padded(
                 ops.take(label, index, axis=0), n
             )
-        if output is not None:
+        if output_shown is not None:
             chosen_output = ops.cast(ops.take(output, index, axis=0), "float32")
             result["outputs"], self.output_shape = _flatten_padded(chosen_output, n)
             flat = ops.reshape(chosen_output, (n, -1))
@@ -200,6 +213,16 @@ class SampleSelector:
             ids = ops.reshape(metadata[names.SAMPLE_ID_KEY], (-1,))
             result["sample_ids"] = ops.cast(ops.take(ids, index, axis=0), "int32")
         return result
+
+    def _boxes(self, result: dict, image: Any, y: Any, y_pred: Any, index: Any) -> bool:
+        """Adds the chosen samples' boxes to `result`; whether `y` held boxes."""
+        if self.boxes is None:
+            if find_boxes(y) is not None:
+                self.unread_boxes = describe_structure(y)
+            return False
+        chosen_images = keras.ops.take(image, index, axis=0)
+        result.update(self.boxes.take(y, y_pred, chosen_images, index))
+        return self.boxes.has_labels
 
     def _label_output(self, y: Any, y_pred: Any) -> tuple[Any, Any]:
         """The label and output of the logged head (the only one, or `heads.chosen`)."""

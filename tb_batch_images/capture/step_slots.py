@@ -10,7 +10,7 @@ execution: the step counts itself (`counter`), decides in the step whether it is
 wanted (the regular schedule, or a step the host named in `want` before the
 execution), and if so writes the `SampleSelector` arrays of its batch into slot
 `counter % slots`, under `keras.ops.cond` (the selection itself runs only on a wanted
-step). After the execution the host reads the slots whose `filled_step` is a step it
+step: a detector's box decoder too). After the execution the host reads the slots whose `filled_step` is a step it
 expected (`collect`), from the state the execution returned.
 """
 
@@ -29,6 +29,7 @@ from tb_batch_images.capture.selector import VALUES_PER_SAMPLE, SampleSelector
 # the strings, which no JAX step carries).
 _BOOKKEEPING = ("counter", "want", "filled_step", "count", "batch_size")
 _ARRAYS = (*(name for name in STEP_ARRAYS if name != "filenames"), "flight")
+_BOX_PREDICTIONS = ("boxes", "box_classes", "box_scores", "box_counts")
 
 
 class StepSlots(keras.metrics.Metric):
@@ -95,6 +96,35 @@ class StepSlots(keras.metrics.Metric):
             map_shape = (slots, n, *layout.stored_shape[:2])
             self.label_maps = variable(map_shape, "label_maps")
             self.output_maps = variable(map_shape, "output_maps")
+        # Detection (`bounding_box_format=`): the chosen samples' label boxes, and
+        # the predicted ones where the logger can decode them (`capture.boxes`).
+        self.boxes = self.box_classes = self.box_counts = None
+        self.predicted_boxes = self.predicted_box_classes = None
+        self.predicted_box_scores = self.predicted_box_counts = None
+        box_capture = selector.boxes
+        if box_capture is not None:
+            cap = box_capture.max_boxes
+            prefixes = ("", "predicted_") if box_capture.decoder else ("",)
+            for prefix in prefixes:
+                setattr(
+                    self,
+                    f"{prefix}boxes",
+                    variable((slots, n, cap, 4), f"{prefix}boxes"),
+                )
+                setattr(
+                    self,
+                    f"{prefix}box_classes",
+                    variable((slots, n, cap), f"{prefix}box_classes", value=-1),
+                )
+                setattr(
+                    self,
+                    f"{prefix}box_counts",
+                    variable((slots, n), f"{prefix}box_counts", "int32"),
+                )
+            if box_capture.decoder:
+                self.predicted_box_scores = variable(
+                    (slots, n, cap), "predicted_box_scores"
+                )
 
     def buffers(self) -> dict[str, Any]:
         """Every variable by name (the ones this model has)."""
@@ -188,6 +218,11 @@ class StepSlots(keras.metrics.Metric):
             names.append("output_maps")
             if selector.maps.has_label_map:
                 names.append("label_maps")
+        box_capture = selector.boxes
+        if box_capture is not None and box_capture.has_labels:
+            names += ["boxes", "box_classes", "box_counts"]
+            if box_capture.has_predictions:
+                names += [f"predicted_{name}" for name in _BOX_PREDICTIONS]
         return names
 
     def collect(self, arrays: dict[str, np.ndarray], expected: list[int]) -> list:

@@ -41,9 +41,23 @@ CAPTURES_PER_STEP = 8
 
 # The arrays a capture keeps per watched sample: SampleSelector.take's per-sample
 # keys, less the ids (the watchlist's own key), filenames (strings), and the per-head
-# losses and dense maps, which the watchlist does not keep. True sizes (`image_sizes`)
-# are kept for pictures of unknown size only.
-_NOT_BUFFERED = ("sample_ids", "filenames", "head_losses", "label_maps", "output_maps")
+# losses, dense maps and detection boxes, which the watchlist does not keep (the data
+# map, and so the watchlist, is off for detectors). True sizes (`image_sizes`) are kept
+# for pictures of unknown size only.
+_NOT_BUFFERED = (
+    "sample_ids",
+    "filenames",
+    "head_losses",
+    "label_maps",
+    "output_maps",
+    "boxes",
+    "box_classes",
+    "box_counts",
+    "predicted_boxes",
+    "predicted_box_classes",
+    "predicted_box_scores",
+    "predicted_box_counts",
+)
 _BUFFERS = tuple(name for name in STEP_ARRAYS if name not in _NOT_BUFFERED)
 
 

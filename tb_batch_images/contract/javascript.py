@@ -77,6 +77,15 @@ EXPORTS: tuple[tuple[str, tuple[str, ...]], ...] = (
         ("MASK_CLASSES", "MASK_BINARY", "MASK_VALUES", "MASK_TYPES"),
     ),
     (
+        "Object detection: box formats, the checks of one box, the sample flags of boxes.",
+        (
+            "BOX_FORMATS",
+            "BOX_CHECKS",
+            "BOX_FLAGS",
+            "BOX_PREDICTION_SOURCES",
+        ),
+    ),
+    (
         "The record's `task`: how labels and outputs read.",
         (
             "TASK_SPARSE_CATEGORICAL",
@@ -84,6 +93,7 @@ EXPORTS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "TASK_BINARY",
             "TASK_MULTILABEL",
             "TASK_RAW",
+            "TASK_DETECTION",
             "TASKS",
         ),
     ),

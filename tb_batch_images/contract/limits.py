@@ -19,4 +19,5 @@ MAX_WALL_TIME = 1e11  # seconds since the epoch, year ~5100
 MAX_HEADS = 64  # keys of `head_losses`
 MAX_MASK_CLASSES = 256  # items of `mask_classes`
 MAX_HEAD_NAME_CHARS = 256
+MAX_BOXES = 1_000  # items of each list of a sample's `boxes`
 MAX_WARNINGS = 20  # lines of `warnings` per record; then one "and N more"

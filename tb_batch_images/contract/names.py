@@ -95,6 +95,53 @@ FLAGS = (
     FLAG_PREDICTION_NON_FINITE,
 )
 
+# Object detection (docs/format.md, "Boxes"): the box formats the logger reads (Keras's
+# own, `keras.utils.bounding_boxes.convert_format`); records store every box as xyxy
+# pixels of the logged picture.
+BOX_FORMATS = (
+    "xyxy",
+    "yxyx",
+    "xywh",
+    "center_xywh",
+    "center_yxhw",
+    "rel_xyxy",
+    "rel_yxyx",
+    "rel_xywh",
+    "rel_center_xywh",
+)
+# Checks of one label box (a box's `label_flags`).
+BOX_ZERO_AREA = "zero_area"
+BOX_OUTSIDE = "outside"
+BOX_CUT = "cut"
+BOX_TINY = "tiny"
+BOX_LABEL_OUT_OF_RANGE = "label_out_of_range"
+BOX_DUPLICATE = "duplicate"
+BOX_EMPTY = "empty_region"
+BOX_CHECKS = (
+    BOX_ZERO_AREA,
+    BOX_OUTSIDE,
+    BOX_CUT,
+    BOX_TINY,
+    BOX_LABEL_OUT_OF_RANGE,
+    BOX_DUPLICATE,
+    BOX_EMPTY,
+)
+# Sample flags of detection samples: "box_<check>" when any label box has that check,
+# and what the sample's boxes as a whole show.
+FLAG_BOXES_CAPPED = "boxes_capped"  # more boxes than the record keeps
+FLAG_BOX_MISSED = "box_missed"  # a label box no prediction matched
+FLAG_BOX_SPURIOUS = "box_spurious"  # a predicted box that matched no label box
+BOX_FLAGS = (
+    *(f"box_{check}" for check in BOX_CHECKS),
+    FLAG_BOXES_CAPPED,
+    FLAG_BOX_MISSED,
+    FLAG_BOX_SPURIOUS,
+)
+# Where a record's predicted boxes come from (`box_predictions`).
+BOX_PREDICTIONS_MODEL = "model"  # the detector's own decoder (KerasHub)
+BOX_PREDICTIONS_FUNCTION = "decode_predictions"  # BatchImageLogger(decode_predictions=)
+BOX_PREDICTION_SOURCES = (BOX_PREDICTIONS_MODEL, BOX_PREDICTIONS_FUNCTION)
+
 # How a record's masks read (docs/format.md, "masks"): class maps, one sigmoid
 # channel, or dense values (depth, heatmaps).
 MASK_CLASSES = "classes"
@@ -113,10 +160,12 @@ TASK_CATEGORICAL = "categorical"
 TASK_BINARY = "binary"  # one sigmoid output; several sigmoid outputs: "multilabel"
 TASK_MULTILABEL = "multilabel"
 TASK_RAW = "raw"
+TASK_DETECTION = "detection"  # y holds boxes: the samples carry `boxes`
 TASKS = (
     TASK_SPARSE_CATEGORICAL,
     TASK_CATEGORICAL,
     TASK_BINARY,
     TASK_MULTILABEL,
     TASK_RAW,
+    TASK_DETECTION,
 )

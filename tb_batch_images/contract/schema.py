@@ -27,6 +27,7 @@ from typing import Any
 
 from tb_batch_images.contract import names
 from tb_batch_images.contract.limits import (
+    MAX_BOXES,
     MAX_CLASSES,
     MAX_COUNTERS,
     MAX_DIMS,
@@ -411,6 +412,35 @@ class _Object(_Check):
         return checked
 
 
+class _Boxes(_Object):
+    """A sample's `boxes`: an object whose lists run in parallel.
+
+    The lists of one side (`label*`, `prediction*`) describe the same boxes, one item
+    each: when one has another length than the side's boxes, it is dropped.
+    """
+
+    SIDES = {
+        "label": ("label_classes", "label_flags", "label_iou"),
+        "prediction": ("prediction_classes", "prediction_scores", "prediction_iou"),
+    }
+
+    def check_value(self, value: dict, path: Path, report: _Report) -> dict:
+        checked = super().check_value(value, path, report)
+        for side, parallel in self.SIDES.items():
+            boxes = checked.get(side)
+            for name in parallel:
+                if name not in checked:
+                    continue
+                if boxes is None or len(checked[name]) != len(boxes):
+                    count = "no" if boxes is None else len(boxes)
+                    report.add(
+                        (path, name),
+                        f"{len(checked[name])} items for {count} {side} boxes; dropped",
+                    )
+                    del checked[name]
+        return checked
+
+
 class _Samples(_Check):
     """`samples`: a sample that is not an object keeps its place (images follow the
     order of the samples) with no fields but its position."""
@@ -461,6 +491,28 @@ _CLASS_VALUE = _Either(
     _signed(), _List(_Number(nullable=True), MAX_RAW_VALUES), nullable=True
 )
 _SHAPE = _List(_Int(0, MAX_SAFE_INTEGER), MAX_DIMS)
+# Boxes (docs/format.md, "Boxes"): xyxy pixels of the logged picture.
+_BOX_LIST = _List(_List(_Number(), 4, length=4), MAX_BOXES)
+_BOX_NUMBERS = _List(_Number(nullable=True), MAX_BOXES)
+BOXES = _Boxes(
+    {
+        "count": _count(),
+        "label": _BOX_LIST,
+        "label_classes": _BOX_NUMBERS,
+        "label_flags": _List(
+            _List(_Text(max_chars=64), MAX_FLAGS, keep_good_items=True), MAX_BOXES
+        ),
+        "label_iou": _List(_probability(), MAX_BOXES),
+        "prediction_count": _count(),
+        "prediction": _BOX_LIST,
+        "prediction_classes": _BOX_NUMBERS,
+        "prediction_scores": _BOX_NUMBERS,
+        "prediction_iou": _List(_probability(), MAX_BOXES),
+        "mean_iou": _probability(),
+        "missed": _count(),
+        "spurious": _count(),
+    }
+)
 
 SAMPLE = _Object(
     {
@@ -509,6 +561,7 @@ SAMPLE = _Object(
         "label_range": _List(_Number(), 2, nullable=True, length=2),
         "prediction_range": _List(_Number(), 2, nullable=True, length=2),
         "culprit": _Bool(),
+        "boxes": BOXES,
     },
     defaults={"flags": [], "top_k": []},
 )
@@ -542,6 +595,10 @@ BATCH_RECORD = _Object(
         "image_format": _Text(choices=tuple(names.IMAGE_MIME_TYPES)),
         "masks": _Text(choices=names.MASK_TYPES),
         "mask_shape": _List(_Int(0, MAX_IMAGE_SIDE), 2, length=2),
+        "box_format": _Text(choices=names.BOX_FORMATS),
+        "box_predictions": _Text(nullable=True, choices=names.BOX_PREDICTION_SOURCES),
+        "max_boxes": _count(),
+        "box_iou_threshold": _probability(nullable=False),
         "dropped": _Counts(),
         "trigger": _Text(max_chars=64),
         "batch_loss": _Number(nullable=True),

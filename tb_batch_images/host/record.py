@@ -19,6 +19,7 @@ from tb_batch_images.capture.batch import CapturedBatch
 from tb_batch_images.capture.selector import SampleSelector
 from tb_batch_images.capture.specs import InputLayout
 from tb_batch_images.contract import names
+from tb_batch_images.host import boxes as box_utils
 from tb_batch_images.host import masks, predictions
 from tb_batch_images.host import pixels as pixel_utils
 
@@ -48,6 +49,7 @@ class _Pictures:
 
     encoded: list[bytes]
     shapes: list[list[int]]
+    pixels: list[np.ndarray]  # the logged uint8 pictures, [h, w, c]
     flags: list[list[str]]
     value_range: tuple[float, float] | None
     preprocessing: str | None
@@ -77,13 +79,20 @@ def build_elements(
         if mask_type is None:
             _warn_no_masks(selector, output_shape, warn)
         task = names.TASK_RAW  # a dense map (e.g. segmentation)
+    detection = _detection(batch, selector, warn)
+    if detection:
+        task = names.TASK_DETECTION
     mask_images: list[bytes] = []
     samples = []
     for i in range(len(batch.positions)):
         sample = _sample(batch, i, pictures, selector, options, task, from_logits, warn)
         if mask_type is not None:
             _add_masks(sample, batch, i, selector, from_logits, mask_images)
+        if detection:
+            _add_boxes(sample, batch, i, selector, options, pictures)
         samples.append(sample)
+    if detection:
+        _check_box_format(batch, selector, pictures, warn)
     record = _header(batch, sequence, dropped, layout, options, pictures)
     if batch.mode == "train" and options.selection != "watchlist":
         record.update(_trigger_fields(batch, samples, options))
@@ -95,6 +104,17 @@ def build_elements(
     if mask_type is not None:
         record["masks"] = mask_type
         record["mask_shape"] = [int(d) for d in batch.output_maps.shape[1:3]]
+    if detection:
+        capture = selector.boxes
+        record["box_format"] = capture.box_format
+        record["box_predictions"] = (
+            capture.decoder.source if batch.predicted_boxes is not None else None
+        )
+        record["max_boxes"] = capture.max_boxes
+        record["box_iou_threshold"] = box_utils.IOU_THRESHOLD
+        record["num_classes"] = (
+            len(options.class_names) if options.class_names else capture.num_classes
+        )
     return [contract.encode_record(record), *pictures.encoded, *mask_images]
 
 
@@ -120,7 +140,7 @@ def _pictures(
             "images are stretched per sample and flagged 'rescaled'. Pass "
             "to_pixels= (e.g. undo mean/std normalisation) or value_range=.",
         )
-    encoded, shapes = [], []
+    encoded, shapes, kept = [], [], []
     for i, picture in enumerate(pixels):
         if sizes is not None:  # fitted into a padded buffer: the stored part
             picture = picture[: int(sizes[i][2]), : int(sizes[i][3])]
@@ -129,7 +149,8 @@ def _pictures(
         )
         encoded.append(data)
         shapes.append(shape)
-    return _Pictures(encoded, shapes, flags, used_range, preprocessing, sizes)
+        kept.append(picture)
+    return _Pictures(encoded, shapes, kept, flags, used_range, preprocessing, sizes)
 
 
 def _sample(
@@ -264,6 +285,101 @@ def _trigger_fields(
             culprit = value is not None and np.isfinite(value) and value > line
         sample["culprit"] = bool(culprit)
     return fields
+
+
+def _detection(batch: CapturedBatch, selector: SampleSelector, warn: Warn) -> bool:
+    """Whether the batch has boxes to log; says once why boxes in y are not logged,
+    and why there are no predicted boxes."""
+    capture = selector.boxes
+    if capture is None:
+        if selector.unread_boxes is not None:
+            warn(
+                "boxes_unread",
+                f"y holds bounding boxes ({selector.unread_boxes}) but "
+                "BatchImageLogger was given no bounding_box_format, so the boxes are "
+                "not logged. Pass the format your boxes are in, the one Keras's "
+                "layers take, e.g. BatchImageLogger(..., bounding_box_format='xyxy') "
+                f"(one of {', '.join(names.BOX_FORMATS)})",
+            )
+        return False
+    if batch.boxes is None:
+        if capture.no_boxes_reason is not None:
+            warn(
+                "no_boxes",
+                f"bounding_box_format={capture.box_format!r} was given but "
+                f"{capture.no_boxes_reason}; no boxes are logged",
+            )
+        return False
+    if batch.predicted_boxes is None and capture.no_predictions_reason is not None:
+        warn(
+            "no_box_predictions",
+            f"the label boxes are logged, predicted boxes are not: "
+            f"{capture.no_predictions_reason}",
+        )
+    return True
+
+
+def _frame(batch: CapturedBatch, i: int, layout: InputLayout) -> tuple[float, float]:
+    """(height, width) of sample i's picture as the model received it (or as the
+    source layer gave it): the picture its boxes are in."""
+    if layout.dynamic_size and batch.image_sizes is not None:
+        return float(batch.image_sizes[i][0]), float(batch.image_sizes[i][1])
+    shape = layout.input_shape
+    height, width = shape[1:3] if layout.layout == "CHW" else shape[0:2]
+    return float(height or 0), float(width or 0)
+
+
+def _add_boxes(
+    sample: dict[str, Any],
+    batch: CapturedBatch,
+    i: int,
+    selector: SampleSelector,
+    options: RecordOptions,
+    pictures: _Pictures,
+) -> None:
+    """A detection sample's `boxes`, their checks as sample flags; no label values."""
+    capture = selector.boxes
+    prediction = None
+    if batch.predicted_boxes is not None:
+        prediction = (
+            batch.predicted_boxes[i],
+            batch.predicted_box_classes[i],
+            batch.predicted_box_scores[i],
+            int(batch.predicted_box_counts[i]),
+            capture.prediction_format,
+        )
+    num_classes = (
+        len(options.class_names)
+        if options.class_names is not None
+        else capture.num_classes
+    )
+    field, flags = box_utils.describe(
+        batch.boxes[i],
+        batch.box_classes[i],
+        int(batch.box_counts[i]),
+        capture.box_format,
+        _frame(batch, i, selector.layout),
+        tuple(pictures.shapes[i][:2]),
+        pictures.pixels[i],
+        num_classes,
+        prediction,
+    )
+    sample["boxes"] = field
+    sample["flags"] = sample["flags"] + flags
+
+
+def _check_box_format(
+    batch: CapturedBatch, selector: SampleSelector, pictures: _Pictures, warn: Warn
+) -> None:
+    """One warning when the batch's boxes do not fit the format they were given in."""
+    raw = [
+        box_utils.kept(batch.boxes[i], batch.box_classes[i])[0]
+        for i in range(len(batch.positions))
+    ]
+    frames = [_frame(batch, i, selector.layout) for i in range(len(raw))]
+    problem = box_utils.format_problem(raw, selector.boxes.box_format, frames)
+    if problem is not None:
+        warn("box_format", problem)
 
 
 def _warn_no_masks(selector: SampleSelector, output_shape: list, warn: Warn) -> None:

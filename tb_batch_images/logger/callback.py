@@ -150,6 +150,35 @@ class BatchImageLogger(keras.callbacks.Callback):
             (`x["sample_id"]`), kept on the device and written in blocks of 1,000
             steps under the `batch_images_composition` tag: the gallery's loss
             curve, and the file list of any step, logged or not. Defaults to True.
+        bounding_box_format: for object detection, the format of the boxes in `y`:
+            one of Keras's (`"xyxy"`, `"rel_xyxy"`, `"xywh"`, `"rel_xywh"`,
+            `"center_xywh"`, `"rel_center_xywh"`, `"center_yxhw"`, `"yxyx"`,
+            `"rel_yxyx"`), the `bounding_box_format` Keras's preprocessing layers
+            take. `y` is `{"boxes": [batch, boxes, 4], "labels": [batch, boxes]}`
+            padded with label -1 (KerasCV's `"classes"` too; under TensorFlow also
+            ragged). Each logged sample then carries its label boxes as the model
+            trained on them (after augmentation), drawn on its picture in the
+            gallery (xyxy pixels of the logged picture, after `max_image_size`),
+            each checked (no area, outside or cut by the border, tiny, label not a
+            class, duplicate, on an empty region), at most 100 per sample. Defaults
+            to None: a KerasHub object detector's own `bounding_box_format`; else
+            boxes in `y` are not logged, with one warning.
+        decode_predictions: for object detection, a function
+            `(y_pred, images) -> {"boxes": [n, K, 4], "labels": [n, K],
+            "confidence": [n, K]}` (`"classes"` and `"scores"` are read too) that
+            turns the model's output into boxes in `bounding_box_format`,
+            relative to `images`. It runs inside the compiled step with
+            `keras.ops`, on the logged samples only: `y_pred` is the model's output
+            (any structure) and `images` the pictures as the model received them,
+            both for those `n` samples; a box with a label < 0 is padding. The 100
+            best boxes by score are kept and matched with the label boxes (IoU,
+            missed and spurious boxes). Defaults to None: a KerasHub object
+            detector's own `decode_predictions`; else label boxes only, with one
+            warning. Under TensorFlow, and on JAX for a model built with
+            `keras.Input`, it runs on the logged steps only; under `torch.compile`,
+            and on JAX for a model without declared inputs, the capture runs in
+            every compiled step (the host keeps the logged ones), the decoder
+            with it.
 
     A model whose loss Keras cannot give per sample (a custom `compute_loss`) still
     gets the batch-level triggers from its step's scalar loss (its `compute_loss`
@@ -218,6 +247,8 @@ class BatchImageLogger(keras.callbacks.Callback):
         spike_warmup: int = 100,
         trigger_cooldown: int = 100,
         log_composition: bool = True,
+        bounding_box_format: str | None = None,
+        decode_predictions: Callable | None = None,
     ):
         super().__init__()
         options = LoggerOptions.checked(
@@ -249,6 +280,8 @@ class BatchImageLogger(keras.callbacks.Callback):
             spike_warmup=spike_warmup,
             trigger_cooldown=trigger_cooldown,
             log_composition=log_composition,
+            bounding_box_format=bounding_box_format,
+            decode_predictions=decode_predictions,
         )
         # The arguments, as checked, under their own names (as Keras's callbacks).
         for field in dataclasses.fields(options):

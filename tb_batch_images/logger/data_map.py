@@ -21,7 +21,13 @@ from typing import Any
 import keras
 
 from tb_batch_images import contract
-from tb_batch_images.capture import keras_internals, losses, metadata_keys, watchlist
+from tb_batch_images.capture import (
+    boxes,
+    keras_internals,
+    losses,
+    metadata_keys,
+    watchlist,
+)
 from tb_batch_images.capture.backends import Adapter, uses_xla
 from tb_batch_images.capture.batch import CapturedBatch
 from tb_batch_images.capture.sample_stats import SampleStats
@@ -50,6 +56,7 @@ class DataMapSettings:
     filenames: list[str] | None
     class_names: list[str] | None
     watchlist: int
+    bounding_box_format: str | None = None  # set: y holds boxes (detection)
 
     @property
     def sample_count(self) -> int | None:
@@ -105,6 +112,16 @@ class DataMapTracker:
                 "the number of sample ids is unknown: pass num_samples= (ids are "
                 "0..num_samples-1) or filenames= (a list indexed by the ids) to "
                 "BatchImageLogger",
+            )
+        if settings.bounding_box_format or boxes.model_box_format(model):
+            return cls(
+                settings,
+                warn,
+                None,
+                "the model is an object detector (boxes in y); the data map reads "
+                "one class per sample from a classification head. The boxes, their "
+                "checks and each sample's loss (where the compiled loss gives one) "
+                "are logged with the batches",
             )
         if not keras_internals.can_attach_metrics(model):
             return cls(

@@ -55,6 +55,8 @@ class LoggerOptions:
     spike_warmup: int = 100
     trigger_cooldown: int = 100
     log_composition: bool = True
+    bounding_box_format: str | None = None
+    decode_predictions: Callable[[Any, Any], Any] | None = None
 
     @classmethod
     def checked(
@@ -88,6 +90,8 @@ class LoggerOptions:
         spike_warmup: int = 100,
         trigger_cooldown: int = 100,
         log_composition: bool = True,
+        bounding_box_format: str | None = None,
+        decode_predictions: Callable[[Any, Any], Any] | None = None,
     ) -> LoggerOptions:
         """The options, or a ValueError naming the argument and what it accepts."""
         if not isinstance(log_dir, str) or not log_dir:
@@ -143,6 +147,13 @@ class LoggerOptions:
                 f"output must be the name of one of the model's outputs, or None "
                 f"(automatic), got {output!r}"
             )
+        bounding_box_format = _checked_box_format(bounding_box_format)
+        if decode_predictions is not None and not callable(decode_predictions):
+            raise ValueError(
+                "decode_predictions must be a function (y_pred, images) -> "
+                "{'boxes': [n, K, 4], 'labels': [n, K], 'confidence': [n, K]}, got "
+                f"{decode_predictions!r}"
+            )
         return cls(
             log_dir=log_dir,
             every_n_steps=every_n_steps,
@@ -166,6 +177,8 @@ class LoggerOptions:
             sample_stats=sample_stats,
             num_samples=num_samples,
             watchlist=watchlist,
+            bounding_box_format=bounding_box_format,
+            decode_predictions=decode_predictions,
             log_non_finite=log_non_finite,
             log_spikes=log_spikes,
             spike_threshold=float(spike_threshold),
@@ -192,6 +205,8 @@ class LoggerOptions:
             image_layer=self.image_layer,
             output=self.output,
             max_image_size=self.max_image_size,
+            bounding_box_format=self.bounding_box_format,
+            decode_predictions=self.decode_predictions,
         )
 
     def record(self, backend: str) -> RecordOptions:
@@ -216,6 +231,7 @@ class LoggerOptions:
             filenames=self.filenames,
             class_names=self.class_names,
             watchlist=self.watchlist,
+            bounding_box_format=self.bounding_box_format,
         )
 
     def schedule(self) -> Schedule:
@@ -230,6 +246,18 @@ def _check_int(name: str, value: Any, minimum: int) -> None:
 def _check_choice(name: str, value: Any, choices: tuple) -> None:
     if value not in choices:
         raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+
+
+def _checked_box_format(box_format: Any) -> str | None:
+    """A box format of Keras's (`keras.utils.bounding_boxes`), case-insensitive."""
+    if box_format is None:
+        return None
+    if isinstance(box_format, str) and box_format.lower() in contract.BOX_FORMATS:
+        return box_format.lower()
+    raise ValueError(
+        f"bounding_box_format must be one of {contract.BOX_FORMATS} (the format "
+        f"of the boxes in y, as Keras's layers take it), got {box_format!r}"
+    )
 
 
 def _checked_range(value_range: Any) -> tuple[float, float] | None:

@@ -65,6 +65,7 @@ HISTORY_FIELDS = (
     "loss",
     "flags",
     "image_shape",
+    "boxes",
 )
 
 

@@ -43,6 +43,12 @@ class LoggedSample:
     # docs/format.md says how to read them; None when the sample has none.
     label_mask: np.ndarray | None = None
     prediction_mask: np.ndarray | None = None
+    # Object detection (docs/format.md, "Boxes"): "label" [K, 4] float32 xyxy in the
+    # pixels of `image`, "label_classes" [K]; where predicted boxes were logged also
+    # "prediction" [P, 4], "prediction_classes" [P], "prediction_scores" [P] (NaN:
+    # none). None when the sample has no boxes. The checks and scores are in
+    # `record["boxes"]`.
+    boxes: dict[str, np.ndarray] | None = None
 
     @property
     def culprit(self) -> bool:
@@ -173,7 +179,34 @@ def _sample(
         flags=sample.get("flags", []),
         image=image,
         record=sample,
+        boxes=_boxes(sample.get("boxes")),
     )
+
+
+def _boxes(field: dict[str, Any] | None) -> dict[str, np.ndarray] | None:
+    """A sample's `boxes` as arrays (the validator left only usable lists)."""
+    if not isinstance(field, dict) or "label" not in field:
+        return None
+
+    def classes(values: list) -> np.ndarray:
+        numbers = np.asarray(
+            [np.nan if v is None else v for v in values], np.float64
+        ).reshape(-1)
+        whole = np.all(np.isfinite(numbers)) and np.all(numbers == np.round(numbers))
+        return numbers.astype(np.int64) if whole else numbers
+
+    boxes = {
+        "label": np.asarray(field["label"], np.float32).reshape(-1, 4),
+        "label_classes": classes(field.get("label_classes", [])),
+    }
+    if "prediction" in field:
+        boxes["prediction"] = np.asarray(field["prediction"], np.float32).reshape(-1, 4)
+        boxes["prediction_classes"] = classes(field.get("prediction_classes", []))
+        boxes["prediction_scores"] = np.asarray(
+            [np.nan if v is None else v for v in field.get("prediction_scores", [])],
+            np.float32,
+        )
+    return boxes
 
 
 def _decoded(

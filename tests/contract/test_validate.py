@@ -61,6 +61,7 @@ TABLES = {
     "Sample (an item of `samples`)": validate.SAMPLE,
     "An item of `top_k`": validate.SAMPLE.fields["top_k"].item,
     "`output_summary`": validate.SAMPLE.fields["output_summary"],
+    "`boxes`": validate.SAMPLE.fields["boxes"],
     "Status record (a status record that cannot be used is ignored, with a log line)": (
         validate.STATUS_RECORD
     ),
@@ -118,6 +119,27 @@ def full_record() -> dict[str, Any]:
         label_range=[0.0, 2.5],
         prediction_range=[-1.0, 1.0],
     )
+    record.update(
+        box_format="rel_xyxy",
+        box_predictions="model",
+        max_boxes=100,
+        box_iou_threshold=0.5,
+    )
+    sample["boxes"] = {
+        "count": 3,
+        "label": [[1.5, 2.0, 10.25, 12.0], [0.0, 0.0, 4.0, 4.0]],
+        "label_classes": [1, 2.5],
+        "label_flags": [[], ["tiny", "label_out_of_range"]],
+        "label_iou": [0.75, None],
+        "prediction_count": 1,
+        "prediction": [[1.0, 2.0, 10.0, 12.0]],
+        "prediction_classes": [1],
+        "prediction_scores": [0.875],
+        "prediction_iou": [0.75],
+        "mean_iou": 0.375,
+        "missed": 1,
+        "spurious": 0,
+    }
     return record
 
 
@@ -149,6 +171,7 @@ _PLACES = [
     ("Sample (an item of `samples`)", ("samples", 0), full_record, None),
     ("An item of `top_k`", ("samples", 0, "top_k", 0), full_record, None),
     ("`output_summary`", ("samples", 0, "output_summary"), full_record, None),
+    ("`boxes`", ("samples", 0, "boxes"), full_record, None),
     (
         "Status record (a status record that cannot be used is ignored, with a log line)",
         (),
@@ -245,6 +268,22 @@ def test_records_the_logger_writes_pass_with_no_warning(keras_logdir: Path):
     # process (`tb_batch_images/record.py`); the validator keeps them.
     record = full_record()
     assert validate.check_batch_record(_encode(record)).warnings == ()
+
+
+def test_box_lists_of_another_length_than_their_boxes_are_dropped():
+    """The lists of one side run in parallel with its boxes (docs/format.md)."""
+    record = full_record()
+    boxes = record["samples"][0]["boxes"]
+    boxes["label_classes"] = [1]  # two label boxes
+    boxes["prediction_scores"] = [0.5, 0.25]  # one predicted box
+    checked = validate.check_batch_record(_encode(record))
+    kept = checked.record["samples"][0]["boxes"]
+    assert "label_classes" not in kept and "prediction_scores" not in kept
+    assert kept["label"] == boxes["label"] and kept["prediction_classes"] == [1]
+    assert any(
+        "boxes.label_classes: 1 items for 2 label" in w for w in checked.warnings
+    )
+    assert any("boxes.prediction_scores" in w for w in checked.warnings)
 
 
 def test_version_1_records_read_as_they_are():
@@ -369,7 +408,8 @@ def assert_within_the_schema(checked: validate.Checked) -> None:
         return
     record = checked.record
     strict = json.dumps(record, allow_nan=False)  # no NaN, no Infinity
-    assert _depth(record) <= 5  # record, samples, a sample, output_summary, shape
+    # record, samples, a sample, output_summary, shape (or boxes, label, a box)
+    assert _depth(record) <= 6
     for leaf in _leaves(record):
         if isinstance(leaf, str):
             assert len(leaf) <= validate.MAX_TEXT_CHARS

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import keras
 
 from tb_batch_images.capture import (
+    boxes,
     flight,
     heads,
     image_source,
@@ -32,6 +33,7 @@ from tb_batch_images.capture.backends.symbolic_build import explain_strings
 from tb_batch_images.capture.options import CaptureOptions
 from tb_batch_images.capture.schedule import Schedule
 from tb_batch_images.capture.selector import SampleSelector
+from tb_batch_images.contract import names
 
 # Under JAX the stashed output leaves the differentiated forward pass inside y_pred
 # (the aux output of jax.value_and_grad), wrapped in a dict with these keys.
@@ -242,6 +244,34 @@ class Adapter:
             task=losses.task_from_loss(
                 loss if found is None else found.losses[found.chosen]
             )[0],
+            boxes=self.box_capture(),
+        )
+
+    def box_capture(self) -> boxes.BoxCapture | None:
+        """What of the boxes in `y` to capture: None without a box format (neither
+        `bounding_box_format=` nor a detector's own `bounding_box_format`)."""
+        options = self.options
+        model_format = boxes.model_box_format(self.model)
+        box_format = options.bounding_box_format or model_format
+        if box_format is None:
+            return None
+        if model_format is not None and model_format != box_format:
+            self.host.warn(
+                "box_format_differs",
+                f"bounding_box_format={box_format!r} differs from the model's own "
+                f"bounding_box_format={model_format!r}; the logger reads y's boxes "
+                f"as {box_format!r}",
+            )
+        if options.decode_predictions is not None:
+            decoder = boxes.Decoder(
+                options.decode_predictions,
+                box_format,
+                names.BOX_PREDICTIONS_FUNCTION,
+            )
+        else:
+            decoder = boxes.model_decoder(self.model)
+        return boxes.BoxCapture(
+            box_format, decoder, num_classes=boxes.model_num_classes(self.model)
         )
 
     def source_layout(self, layout: specs.InputLayout, source_spec: Any) -> Any:

@@ -23,6 +23,8 @@ from tb_batch_images.capture.backends.base import Adapter, CaptureHost, uses_xla
 from tb_batch_images.capture.batch import STEP_ARRAYS
 from tb_batch_images.capture.selector import VALUES_PER_SAMPLE, SampleSelector
 
+BOX_PREDICTION_ARRAYS = ("boxes", "box_classes", "box_scores", "box_counts")
+
 
 class TensorFlowAdapter(Adapter):
     backend = "tensorflow"
@@ -67,7 +69,7 @@ class TensorFlowAdapter(Adapter):
     def _capture(self, mode, x, metadata, y, y_pred, result, recorded=None):
         buffers = self.buffers[mode]
         image = metadata_keys.select_image(x, buffers.layout, metadata)
-        buffers.capture(image, metadata, y, y_pred, recorded)
+        buffers.capture(image, metadata, dense_boxes(y), y_pred, recorded)
         return result
 
     def record_flight(self, mode, metadata, recorded, result):
@@ -186,6 +188,21 @@ def _array_spec(spec: Any) -> Any:
     return spec
 
 
+def dense_boxes(y: Any) -> Any:
+    """`y` with its RaggedTensors padded with -1 (ragged boxes and labels from
+    `tf.data`: padding is a label of -1, as Keras pads boxes)."""
+    if not isinstance(y, dict):
+        return y
+    return tf.nest.map_structure(
+        lambda value: (
+            value.to_tensor(default_value=-1)
+            if isinstance(value, tf.RaggedTensor)
+            else value
+        ),
+        y,
+    )
+
+
 def scatter_rows(variable: tf.Variable, indices: Any, rows: Any) -> None:
     """Writes `rows` at `indices` of `variable`, in place (a copy of the whole
     variable costs more than the capture itself on a CPU). Under a tf.distribute
@@ -286,6 +303,38 @@ class ModeBuffers:
             if layout.dynamic_size
             else None
         )
+        # Detection: the chosen samples' boxes (`capture.boxes`), where the logger
+        # reads boxes; predicted ones where it can decode them.
+        self.boxes = self.box_classes = self.box_counts = None
+        self.predicted_boxes = self.predicted_box_classes = None
+        self.predicted_box_scores = self.predicted_box_counts = None
+        box_capture = selector.boxes
+        if box_capture is not None:
+            cap = box_capture.max_boxes
+            for prefix in ("", "predicted_") if box_capture.decoder else ("",):
+                setattr(
+                    self,
+                    f"{prefix}boxes",
+                    variable(
+                        tf.zeros([slots, n, cap, 4]), tf.float32, f"{prefix}boxes"
+                    ),
+                )
+                setattr(
+                    self,
+                    f"{prefix}box_classes",
+                    variable(tf.zeros([slots, n, cap]), tf.float32, f"{prefix}classes"),
+                )
+                setattr(
+                    self,
+                    f"{prefix}box_counts",
+                    variable(
+                        tf.zeros([slots, n], tf.int32), tf.int32, f"{prefix}counts"
+                    ),
+                )
+            if box_capture.decoder:
+                self.predicted_box_scores = variable(
+                    tf.zeros([slots, n, cap]), tf.float32, "predicted_scores"
+                )
         # Dense (per-pixel) label and output maps at the stored picture's size: made
         # before the step is traced, so for every model (whether its output is a map
         # is known only then); 8 bytes per stored pixel and sample.
@@ -405,6 +454,11 @@ class ModeBuffers:
             names.append("image_sizes")
         if self.has_flight:
             names.append("flight")
+        box_capture = selector.boxes
+        if box_capture is not None and box_capture.has_labels:
+            names += ["boxes", "box_classes", "box_counts"]
+            if box_capture.has_predictions:
+                names += [f"predicted_{name}" for name in BOX_PREDICTION_ARRAYS]
         if selector.maps is not None:
             names.append("output_maps")
             if selector.maps.has_label_map:

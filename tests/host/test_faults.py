@@ -51,7 +51,12 @@ def test_unwritable_log_dir_warns_once_and_training_completes(tmp_path):
             epochs=2,
             verbose=0,
             callbacks=[
-                BatchImageLogger(str(blocker / "logs"), every_n_steps=1, max_queue=1000)
+                BatchImageLogger(
+                    str(blocker / "logs"),
+                    every_n_steps=1,
+                    max_queue=1000,
+                    sample_stats=False,  # no data map to say it is off
+                )
             ],
         )
     assert len(history.history["loss"]) == 2
@@ -81,7 +86,12 @@ def test_a_writer_failing_mid_run_warns_once_and_keeps_what_was_written(
             epochs=2,
             verbose=0,
             callbacks=[
-                BatchImageLogger(str(tmp_path), every_n_steps=1, max_queue=1000)
+                BatchImageLogger(
+                    str(tmp_path),
+                    every_n_steps=1,
+                    max_queue=1000,
+                    sample_stats=False,  # no data map to say it is off
+                )
             ],
         )
     assert len(history.history["loss"]) == 2

@@ -302,4 +302,6 @@ class SampleStats(keras.metrics.Metric):
 
 
 def _numpy(variable: Any) -> np.ndarray:
-    return np.asarray(keras.ops.convert_to_numpy(variable.value))
+    # The Keras variable's own numpy(): a scalar tf.distribute variable (summed on
+    # read) refuses numpy's __array__ outside the replicas.
+    return np.asarray(variable.numpy())

@@ -77,6 +77,7 @@ class DataMapTracker:
         reason: str | None,
         model: keras.Model | None = None,
         heads: Any = None,
+        quiet: bool = False,
     ):
         """`model`: the model whose metrics the statistics join (with `stats`);
         `heads`: a model with several outputs, the statistics read `heads.chosen`."""
@@ -85,6 +86,10 @@ class DataMapTracker:
         self.stats = stats
         self.heads = heads
         self.reason = reason  # why it is off (said at the first training step)
+        # A data map that does not apply (a detector) and was not asked for: the
+        # reason goes to the status record and the Dataset view, not to a warning the
+        # user can do nothing about.
+        self.quiet = quiet
         self.off_reason: str | None = None  # why: the warning, the status record
         self.watchlist: watchlist.Watchlist | None = None
         self._model = model
@@ -103,16 +108,6 @@ class DataMapTracker:
     ) -> DataMapTracker | None:
         if settings.sample_stats is False:
             return None
-        num_samples = settings.sample_count
-        if not num_samples:
-            return cls(
-                settings,
-                warn,
-                None,
-                "the number of sample ids is unknown: pass num_samples= (ids are "
-                "0..num_samples-1) or filenames= (a list indexed by the ids) to "
-                "BatchImageLogger",
-            )
         if settings.bounding_box_format or boxes.model_box_format(model):
             return cls(
                 settings,
@@ -122,6 +117,17 @@ class DataMapTracker:
                 "one class per sample from a classification head. The boxes, their "
                 "checks and each sample's loss (where the compiled loss gives one) "
                 "are logged with the batches",
+                quiet=settings.sample_stats is None,  # asked for: said
+            )
+        num_samples = settings.sample_count
+        if not num_samples:
+            return cls(
+                settings,
+                warn,
+                None,
+                "the number of sample ids is unknown: pass num_samples= (ids are "
+                "0..num_samples-1) or filenames= (a list indexed by the ids) to "
+                "BatchImageLogger",
             )
         if not keras_internals.can_attach_metrics(model):
             return cls(
@@ -222,6 +228,9 @@ class DataMapTracker:
         """Adds one training batch (inside the step). `x`: the model's input;
         `image`: the image source layer's output of this forward pass, if any."""
         sample_ids = metadata.get(contract.SAMPLE_ID_KEY)
+        if self.quiet:
+            self._say(self.reason)
+            return
         if sample_ids is None:
             filenames = contract.FILENAME_KEY in metadata
             self._say(
@@ -270,7 +279,7 @@ class DataMapTracker:
         if self.off_reason is None or self._said:
             return
         self._said = True
-        if self.settings.sample_stats is False or not logger_on:
+        if self.settings.sample_stats is False or not logger_on or self.quiet:
             return
         self.warn(
             "sample_stats_off",

@@ -405,7 +405,11 @@ def test_two_runs_side_by_side_and_tens_of_thousands_of_points(
     assert canvas["points"] == LARGE_SAMPLES
     # One draw of 20,000 points (recorded, not asserted: the machine is shared).
     print(f"\ndata map of {canvas['points']} points drawn in {canvas['draw_ms']} ms")
-    assert large.frame.locator("canvas").count() == 1  # one canvas, no DOM per point
+    # One canvas for the map, no DOM per point (the Batches view's loss curve is the
+    # page's other canvas).
+    column = large.frame.locator(".dataset-column[data-run='large/train']")
+    assert column.locator("canvas").count() == 1
+    assert column.locator(".datamap-box > *").count() <= 2  # the canvas, its tooltip
 
 
 def test_screenshot_of_the_data_map(

@@ -529,7 +529,6 @@ def test_torch_dataloader_logs_the_trained_batch(tmp_path):
     assert [s.sample_id for s in _train_batches(batches)[0].samples] != [0, 1, 2, 3, 4]
 
 
-@pytest.mark.skipif(BACKEND != "jax", reason="the JAX capture without keras.Input")
 class _Subclassed(keras.Model):
     """The rig's classifier as a subclass: no keras.Input, no declared inputs."""
 
@@ -545,6 +544,7 @@ class _Subclassed(keras.Model):
         return self.dense(self.flatten(self.conv(seen)))
 
 
+@pytest.mark.skipif(BACKEND != "jax", reason="the JAX capture without keras.Input")
 def test_a_jax_model_without_input_and_several_steps_per_call_names_its_steps(
     tmp_path,
 ):

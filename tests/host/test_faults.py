@@ -63,17 +63,16 @@ def test_unwritable_log_dir_warns_once_and_training_completes(tmp_path):
 def test_a_writer_failing_mid_run_warns_once_and_keeps_what_was_written(
     tmp_path, monkeypatch
 ):
-    real_write = writer_module.write_summary
+    real_write = writer_module.write_pack
     calls = {"batches": 0}
 
-    def failing_write(summary_writer, tag, kind, step, elements):
-        if tag == "batch_images":
-            calls["batches"] += 1
-            if calls["batches"] > 3:
-                raise OSError(28, "No space left on device")
-        return real_write(summary_writer, tag, kind, step, elements)
+    def failing_write(path, pack):
+        calls["batches"] += 1
+        if calls["batches"] > 3:
+            raise OSError(28, "No space left on device")
+        return real_write(path, pack)
 
-    monkeypatch.setattr(writer_module, "write_summary", failing_write)
+    monkeypatch.setattr(writer_module, "write_pack", failing_write)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         history = _model().fit(
@@ -92,14 +91,14 @@ def test_a_writer_failing_mid_run_warns_once_and_keeps_what_was_written(
 
 
 def test_status_records_count_what_was_dropped(tmp_path, monkeypatch):
-    real_write = writer_module.write_summary
+    real_write = writer_module.write_step
 
-    def failing_write(summary_writer, tag, kind, step, elements):
-        if tag == "batch_images" and step % 2:
+    def failing_write(summary_writer, run_dir, writer_id, step, elements, **kwargs):
+        if step % 2:
             raise OSError("flaky storage")
-        return real_write(summary_writer, tag, kind, step, elements)
+        return real_write(summary_writer, run_dir, writer_id, step, elements, **kwargs)
 
-    monkeypatch.setattr(writer_module, "write_summary", failing_write)
+    monkeypatch.setattr(writer_module, "write_step", failing_write)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         _model().fit(
@@ -129,15 +128,15 @@ def test_status_records_count_what_was_dropped(tmp_path, monkeypatch):
 
 
 def test_a_full_queue_drops_and_counts_without_blocking(tmp_path, monkeypatch):
-    real_write = writer_module.write_summary
+    real_write = writer_module.write_step
 
-    def slow_write(*args):
+    def slow_write(*args, **kwargs):
         import time
 
         time.sleep(0.3)
-        return real_write(*args)
+        return real_write(*args, **kwargs)
 
-    monkeypatch.setattr(writer_module, "write_summary", slow_write)
+    monkeypatch.setattr(writer_module, "write_step", slow_write)
     with pytest.warns(RuntimeWarning, match="dropped"):
         _model().fit(
             _dataset(),

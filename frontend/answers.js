@@ -115,6 +115,8 @@ const SAMPLE_FIELDS = {
   prediction_range: [orNull(listOf(number)), null],
   label_mask_image: [orNull(text), null],
   prediction_mask_image: [orNull(text), null],
+  // Format version 3: the step's pack file could not be read ("picture lost").
+  lost: [bool, false],
 };
 
 const BATCH_FIELDS = {
@@ -122,6 +124,7 @@ const BATCH_FIELDS = {
   tag: [text, BATCHES_TAG],
   step: [int, null],
   error: [orNull(text), null],
+  lost: [orNull(text), null],
   warnings: [goodItems(text), []],
   mode: [text, null],
   epoch: [int, null],

@@ -276,8 +276,8 @@ def replay_index(
 ) -> list[Item]:
     """`replay` over version 3 index values, grouped by writer (each writer's by step,
     its latest value of a step), and `others` (version 2 groups). Values of no writer
-    (broken entries) never drop a step: each is listed where no other value of its
-    step is. Ordered by step."""
+    (broken entries) never drop a step: the latest of a step is listed where no other
+    value of its step is. Ordered by step."""
     by_writer: dict[str, dict[int, Item]] = {}
     broken: list[Item] = []
     for value in values:
@@ -293,7 +293,14 @@ def replay_index(
     kept = replay([*others, *groups], step, wall_time)
     if broken:
         seen = {step(item) for item in kept}
-        kept.extend(item for item in broken if step(item) not in seen)
+        latest: dict[int, Item] = {}
+        for item in broken:  # one per step: its latest
+            if step(item) not in seen and (
+                step(item) not in latest
+                or wall_time(item) >= wall_time(latest[step(item)])
+            ):
+                latest[step(item)] = item
+        kept.extend(latest.values())
         kept.sort(key=step)
     return kept
 

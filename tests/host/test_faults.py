@@ -176,10 +176,54 @@ def test_sigkill_keeps_every_batch_flushed_before_the_kill(tmp_path, run_python)
     batches = list(read_batches(str(tmp_path)))
     steps = [b.step for b in batches]
     # Epoch 0 (steps 0-9) was flushed at its end: every batch of it reads back,
-    # complete, even though the last event file was cut off mid-run.
+    # complete, even though the last event file was cut off mid-run; every step
+    # listed has its pack file (an entry is written only after its pack).
     assert steps[:10] == list(range(10))
     assert steps == list(range(len(steps)))
-    assert all(len(b.samples) == 4 for b in batches)
+    assert all(b.error is None and len(b.samples) == 4 for b in batches)
+
+
+KILL_BETWEEN_SCRIPT = textwrap.dedent(
+    """
+    import os, signal, sys
+    from tb_batch_images import BatchImageLogger
+    from tb_batch_images.host import writer
+    from tests.host.test_faults import _dataset, _model
+
+    real_entry = writer.write_index_entry
+
+    def entry_then_die(event_file, step, entry):
+        if step == 12:  # its pack is written and closed; its entry never is
+            print("pack 12 written", flush=True)
+            os.kill(os.getpid(), signal.SIGKILL)
+        real_entry(event_file, step, entry)
+
+    writer.write_index_entry = entry_then_die
+    _model().fit(_dataset(), epochs=3, verbose=0, callbacks=[
+        BatchImageLogger(sys.argv[1], every_n_steps=1, max_queue=1000)])
+    """
+)
+
+
+@pytest.mark.parametrize("load_fast", [False, True], ids=["false", "true"])
+def test_a_kill_between_a_pack_and_its_entry_leaves_an_unnamed_pack_only(
+    tmp_path, run_python, plugin_server, load_fast
+):
+    """Format version 3 writes a step's pack, closes it, then its entry: a process
+    killed in between leaves a pack no entry names, and every listed step whole."""
+    result = run_python(["-c", KILL_BETWEEN_SCRIPT, str(tmp_path)], cwd=ROOT)
+    assert result.returncode == -9, result.stderr[-3000:]
+    assert "pack 12 written" in result.stdout
+    packs = sorted((tmp_path / "train").rglob("*.pack"))
+    assert [p.name for p in packs] == [f"{step:012d}.pack" for step in range(13)]
+    batches = list(read_batches(str(tmp_path)))
+    assert [b.step for b in batches] == list(range(12))
+    assert all(b.error is None and len(b.samples) == 4 for b in batches)
+    server = plugin_server(tmp_path, load_fast)
+    server.wait_for_steps({"train": 12})
+    for step in (0, 11):
+        batch = server.json("/samples", run="train", step=step)
+        assert batch["lost"] is None and len(batch["samples"]) == 4
 
 
 INTERRUPT_SCRIPT = textwrap.dedent(

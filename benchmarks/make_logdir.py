@@ -309,25 +309,44 @@ def make_logdir(
     dataset_size: int = 2000,
     fast: bool = False,
     format_version: int = fmt.FORMAT_VERSION,
+    jobs: int = 1,
 ) -> list[str]:
-    """Writes `runs` runs named `run_NNN/train`; returns their directories."""
-    pool = png_pool(64, image_size)
-    run_dirs = []
-    for index in range(runs):
-        run_dir = Path(out_dir) / f"run_{index:03d}" / "train"
-        write_run(
-            run_dir,
-            steps=steps,
-            images_per_step=images_per_step,
-            image_size=image_size,
-            dataset_size=dataset_size,
-            pool=pool,
-            seed=index,
-            fast=fast,
-            format_version=format_version,
-        )
-        run_dirs.append(str(run_dir))
+    """Writes `runs` runs named `run_NNN/train`; returns their directories.
+
+    `jobs` > 1 writes runs in that many processes at once (each run is still written
+    by one writer, in step order).
+    """
+    options = dict(
+        steps=steps,
+        images_per_step=images_per_step,
+        image_size=image_size,
+        dataset_size=dataset_size,
+        fast=fast,
+        format_version=format_version,
+    )
+    run_dirs = [
+        str(Path(out_dir) / f"run_{index:03d}" / "train") for index in range(runs)
+    ]
+    if jobs > 1:
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")
+        with context.Pool(jobs) as workers:
+            workers.starmap(
+                _write_runs,
+                [(run_dirs[job::jobs], job, jobs, options) for job in range(jobs)],
+            )
+    else:
+        _write_runs(run_dirs, 0, 1, options)
     return run_dirs
+
+
+def _write_runs(
+    run_dirs: list[str], first: int, stride: int, options: dict[str, Any]
+) -> None:
+    pool = png_pool(64, options["image_size"])
+    for offset, run_dir in enumerate(run_dirs):
+        write_run(run_dir, pool=pool, seed=first + offset * stride, **options)
 
 
 def main() -> None:
@@ -348,6 +367,7 @@ def main() -> None:
         choices=(2, fmt.FORMAT_VERSION),
         help="3: pack files + index entries (today's); 2: blob sequences (older logs)",
     )
+    parser.add_argument("--jobs", type=int, default=1, help="processes writing runs")
     args = parser.parse_args()
     start = time.perf_counter()
     make_logdir(
@@ -359,6 +379,7 @@ def main() -> None:
         dataset_size=args.dataset_size,
         fast=args.fast,
         format_version=args.format_version,
+        jobs=args.jobs,
     )
     print(
         f"wrote {args.runs} runs x {args.steps} steps x {args.images} images "

@@ -10,8 +10,15 @@ TORCH_SPEC ?= torch==2.13.0+cpu
 # The tests that hold on every Keras backend carry the `every_backend` marker (all of
 # tests/capture/); `make test` runs them once more per backend.
 BACKENDS ?= jax torch
+# setup.py's Keras range, as CI tests it: the venv's Keras is the newest release; the
+# oldest release the range allows and the pinned next release (a keras-nightly build)
+# run the every_backend tests on every backend too. Moving a pin is a one-line change.
+KERAS_OLDEST ?= keras==3.12.0
+KERAS_NEXT ?= keras-nightly==3.16.0.dev2026102704
+KERAS_VERSIONS ?= $(KERAS_OLDEST) $(KERAS_NEXT)
+KERAS_DIR ?= .keras-versions
 
-.PHONY: demo test test-backends lint setup clean
+.PHONY: demo test test-backends test-keras-versions lint setup clean
 
 $(VENV)/.installed: setup.py pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,13 +34,15 @@ demo: setup
 	$(PY) -m demo --port $(PORT)
 
 # Sets up, finds (or installs) Chromium for the browser tests, runs every test under
-# TensorFlow, then the backend-neutral suites under JAX and PyTorch.
+# TensorFlow, then the every_backend tests under JAX and PyTorch, then those on the
+# oldest and the next Keras on every backend.
 test: setup
 	CHROMIUM="$$(bash tests/find_chromium.sh)" && export CHROMIUM && \
 	$(PY) -m ruff check tb_batch_images tests demo benchmarks && \
 	$(VENV)/bin/lint-imports && \
 	KERAS_BACKEND=tensorflow $(PY) -m pytest -ra $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory test-backends
+	$(MAKE) --no-print-directory test-keras-versions
 
 test-backends: setup
 	@for backend in $(BACKENDS); do \
@@ -42,10 +51,23 @@ test-backends: setup
 	    $(PY) -m pytest -ra -m every_backend $(PYTEST_ARGS) || exit 1; \
 	done
 
+# Each Keras of KERAS_VERSIONS goes into its own folder (no dependencies: the venv
+# has them) and shadows the venv's Keras through PYTHONPATH.
+test-keras-versions: setup
+	@for spec in $(KERAS_VERSIONS); do \
+	  dir="$(KERAS_DIR)/$$spec"; \
+	  [ -d "$$dir" ] || $(PY) -m pip install --quiet --no-deps --target "$$dir" "$$spec" || exit 1; \
+	  for backend in tensorflow $(BACKENDS); do \
+	    echo "== $$spec, KERAS_BACKEND=$$backend: the every_backend tests"; \
+	    PYTHONPATH="$$PWD/$$dir" KERAS_BACKEND=$$backend OMP_NUM_THREADS=1 \
+	      $(PY) -m pytest -ra -m every_backend -p no:cacheprovider $(PYTEST_ARGS) || exit 1; \
+	  done; \
+	done
+
 lint: setup
 	$(PY) -m ruff check tb_batch_images tests demo benchmarks
 	$(VENV)/bin/lint-imports
 	$(PY) -m ruff format --check tb_batch_images tests demo benchmarks
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(KERAS_DIR) build *.egg-info

@@ -26,7 +26,7 @@ setup(
     install_requires=[
         "tensorflow>=2.16,<2.22; platform_machine!='x86_64'",
         "tensorflow-cpu>=2.16,<2.22; platform_machine=='x86_64'",
-        "keras>=3.3,<4",
+        "keras>=3.12,<4",  # CI: 3.12.0, the newest release, a pinned nightly
         "tensorboard>=2.16,<2.22",
         "numpy>=1.26",
         "pillow>=10",

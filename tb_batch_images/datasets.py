@@ -13,8 +13,9 @@ So one list names the training and the validation pictures:
     BatchImageLogger(log_dir, filenames=train_ds.file_paths,
                      class_names=train_ds.class_names)
 
-`BatchImageLogger` strips `"sample_id"` before the model sees `x`. Without the logger
-(`model.evaluate`, `model.predict`), use `without_ids(dataset)` (or the dataset's own
+`BatchImageLogger` strips `"sample_id"` before the model sees `x`, in `fit` and, once
+the logger has been attached to a model, in its `evaluate` and `predict` too. A model
+that never met the logger takes `without_ids(dataset)` (or the dataset's own
 `.without_ids()`), which yields the bare images again.
 """
 

@@ -24,6 +24,43 @@ import keras
 KERAS_VERSION = keras.version()
 
 
+# -- what this Keras offers, checked once when a logger is made ----------------------
+def gaps(backend: str) -> list[tuple[str, str]]:
+    """(key, message) for each piece this Keras lacks or has changed, naming the
+    feature that turns off; empty when every piece is as the logger knows it.
+    (The symbolic build is checked where it is wrapped, the JAX state where it is
+    read, the metrics list where a model is installed.)"""
+    found = []
+    if _data_layer_class() is None:
+        found.append(
+            (
+                "keras_data_layer",
+                "only Keras's built-in preprocessing layers are recognised as the "
+                "start of a model (its base class of preprocessing layers moved)",
+            )
+        )
+    if not _loss_wrapper_has_options():
+        found.append(
+            (
+                "keras_loss_options",
+                "from_logits= of the compiled loss is not read: logits are shown as "
+                "if they were probabilities",
+            )
+        )
+    return [
+        (key, f"on Keras {KERAS_VERSION} ({backend}), {message}")
+        for key, message in found
+    ]
+
+
+def _loss_wrapper_has_options() -> bool:
+    try:
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    except Exception:
+        return False
+    return loss_option(loss, "from_logits") is True
+
+
 # -- model structure ---------------------------------------------------------------
 def inputs_struct(model: Any) -> Any:
     """The structure of the model's declared inputs (dict, list or one tensor), or
@@ -179,24 +216,32 @@ def needs_build(model: Any) -> bool:
     return False
 
 
-# -- JAX: the trainer's builder of compiled step functions ----------------------------
-def jax_make_function(model: Any) -> Callable | None:
-    """The JAX trainer's `_make_function(step_function, ...)`, or None."""
-    make = getattr(model, "_make_function", None)
-    return make if callable(make) else None
+# -- JAX: the state Keras threads through a training (or test) execution ------------
+def jax_metric_positions(model: Any, variables: list[Any]) -> list[int] | None:
+    """Where each variable's value sits in the metrics part of the JAX state that
+    Keras passes to and returns from `train_function`/`test_function` (the last item
+    of the state tuple, in `model.metrics_variables` order); None if not all found."""
+    order = {id(v): i for i, v in enumerate(model.metrics_variables)}
+    positions = [order.get(id(v)) for v in variables]
+    return None if None in positions else positions
 
 
-def set_jax_make_function(model: Any, make: Callable | None) -> None:
-    """Sets (or, with None, removes) the instance's `_make_function`."""
-    if make is None:
-        model.__dict__.pop("_make_function", None)
-    else:
-        model._make_function = make  # noqa: SLF001 - the one door
+def jax_metric_values(model: Any, state: Any) -> list[Any] | None:
+    """The metrics part of a JAX state tuple, or None where it is not the length of
+    `model.metrics_variables` (a trainer this module does not know)."""
+    if not isinstance(state, (tuple, list)) or not state:
+        return None
+    values = state[-1]
+    if not isinstance(values, (list, tuple)):
+        return None
+    if len(values) != len(model.metrics_variables):
+        return None
+    return list(values)
 
 
-def instance_make_function(model: Any) -> Callable | None:
-    """The `_make_function` set on the instance (not the class), if any."""
-    return model.__dict__.get("_make_function")
+def jax_state_with_metric_values(state: Any, values: list[Any]) -> Any:
+    """The state tuple with its metrics part replaced."""
+    return (*state[:-1], type(state[-1])(values))
 
 
 # -- TensorFlow ----------------------------------------------------------------------

@@ -18,6 +18,7 @@ from tb_batch_images.capture.specs import (
     CaptureError,
     InputLayout,
     describe_spec,
+    find_image,
     leaves_of,
     map_specs,
 )
@@ -90,8 +91,83 @@ def model_takes_single_tensor(model: keras.Model) -> bool:
     return not isinstance(inputs, (dict, list, tuple))
 
 
+def declares_metadata_inputs(model: keras.Model) -> bool:
+    """Whether the model itself takes an input named `sample_id` or `filename`
+    (then the logger leaves its x alone)."""
+    declared = {getattr(t, "name", None) for t in getattr(model, "inputs", None) or []}
+    structure = keras_internals.inputs_struct(model)
+    if isinstance(structure, dict):
+        declared |= set(structure)
+    return bool(declared & set(names.METADATA_KEYS))
+
+
+def without_metadata(model: keras.Model, data: Any) -> Any:
+    """A batch `(x, y, sample_weight)` with the metadata keys taken out of `x`, as
+    the model takes it (unchanged when there are none, or the model declares them)."""
+    try:
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    except Exception:
+        return data
+    if not isinstance(x, dict) or not any(k in x for k in names.METADATA_KEYS):
+        return data
+    if declares_metadata_inputs(model):
+        return data
+    model_x, _ = strip_metadata(x, model_takes_single_tensor(model))
+    return keras.utils.pack_x_y_sample_weight(model_x, y, sample_weight)
+
+
+# Marks a step that takes the metadata keys out of x (see `keep_stripping`).
+STRIPPER = "tb_batch_images_strips_metadata"
+STEPS = ("train_step", "test_step", "predict_step")
+
+
+def keep_stripping(model: keras.Model) -> None:
+    """Leaves the model's steps taking `sample_id`/`filename` out of `x` for good.
+
+    Once a model has met the logger, `model.evaluate(val_ds)` and
+    `model.predict(val_ds)` on the same batches (keras.io's habit after `fit`) work
+    as in `fit`, on every backend: its train, test and predict steps are wrapped
+    (as instance attributes) to strip the keys, and Keras rebuilds the functions
+    that were built from other steps.
+    """
+    for name in STEPS:
+        step = getattr(model, name, None)
+        if step is None or getattr(step, STRIPPER, False):
+            continue
+        setattr(model, name, _stripping(model, step))
+    if getattr(model, "predict_function", None) is not None:
+        model.predict_function = None  # built before: rebuilt from the new step
+
+
+def _stripping(model: keras.Model, step: Any) -> Any:
+    def stripping_step(*args):
+        *state, data = args  # JAX: (state, data); TensorFlow, torch: (data,)
+        return step(*state, without_metadata(model, data))
+
+    setattr(stripping_step, STRIPPER, True)
+    return stripping_step
+
+
 # The metadata entry holding the source layer's output (never in the user's x).
 SOURCE_IMAGE = "_tb_batch_images_source_image"
+
+
+def picture_in(x: Any, layout: InputLayout, image_key: Any = None) -> Any:
+    """The picture in the `x` a step received, for a layout made from the model's
+    declared inputs: a model with one input may be fed a dict holding it (Keras
+    takes the input by its name), so the picture is found in `x` itself."""
+    if isinstance(x, (dict, list, tuple)) and (
+        layout.image_key is None or not _holds(x, layout.image_key)
+    ):
+        key, _ = find_image(map_specs(x), image_key)
+        return x[key]
+    return select_image(x, layout)
+
+
+def _holds(x: Any, key: Any) -> bool:
+    if isinstance(x, dict):
+        return key in x
+    return isinstance(key, int) and 0 <= key < len(x)
 
 
 def select_image(x: Any, layout: InputLayout, metadata: dict | None = None) -> Any:

@@ -78,6 +78,11 @@ def _fitted(
     return _fitted_in_graph(image, as_float, side, uint8, n, antialias)
 
 
+def _flat(values: Any) -> Any:
+    """[n, ...] -> [n, everything else]."""
+    return keras.ops.reshape(values, (keras.ops.shape(values)[0], -1))
+
+
 def _pixel_stats(as_float: Any) -> Any:
     """[n, 4]: per picture the min and max of its finite values, any NaN, any Inf."""
     ops = keras.ops
@@ -89,8 +94,10 @@ def _pixel_stats(as_float: Any) -> Any:
             [
                 ops.min(ops.where(finite, as_float, np.inf), axis=axes),
                 ops.max(ops.where(finite, as_float, -np.inf), axis=axes),
-                ops.cast(ops.any(ops.isnan(as_float), axis=axes), "float32"),
-                ops.cast(ops.any(ops.isinf(as_float), axis=axes), "float32"),
+                # `any` over one axis: Keras before 3.15 reduced several axes of a
+                # torch tensor wrongly (an IndexError).
+                ops.cast(ops.any(_flat(ops.isnan(as_float)), axis=1), "float32"),
+                ops.cast(ops.any(_flat(ops.isinf(as_float)), axis=1), "float32"),
             ],
             axis=1,
         )

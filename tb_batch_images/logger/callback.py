@@ -212,14 +212,18 @@ class BatchImageLogger(keras.callbacks.Callback):
         for field in dataclasses.fields(options):
             setattr(self, field.name, getattr(options, field.name))
         self._session = CaptureSession(options)
+        backend = keras.backend.backend()
+        for key, message in keras_internals.gaps(backend):
+            self._session.warn(key, message)
         problem = strip_metadata_before_symbolic_build()
-        if problem is not None:
+        if problem is not None and backend != "tensorflow":
             self._session.warn(
-                "symbolic_build",
-                f"on Keras {keras_internals.KERAS_VERSION}, the logger cannot take "
-                f"x['sample_id'] and x['filename'] out of the first batch Keras "
-                f"builds the model with ({problem}); a model that does not take "
-                f"those inputs may fail to build on JAX and PyTorch",
+                "keras_symbolic_build",
+                f"on Keras {keras_internals.KERAS_VERSION} ({backend}), the logger "
+                f"cannot take x['sample_id'] and x['filename'] out of the batch Keras "
+                f"builds the model with ({problem}): a model that does not take those "
+                f"inputs may fail to build; pass a dataset without them to a first "
+                f"model.build() or fit",
             )
 
     # -- Keras lifecycle, in order ------------------------------------------------

@@ -206,7 +206,7 @@ class DataMapTracker:
         if self.watchlist is not None:
             layout = self.watchlist.selector.layout
             if layout.image_source is None and x is not None:
-                image = metadata_keys.select_image(x, layout)
+                image = metadata_keys.picture_in(x, layout)
             if image is not None:
                 image = keras.ops.stop_gradient(image)
                 try:

@@ -23,6 +23,7 @@ import pytest
 
 from tb_batch_images import BatchImageLogger, read_batches
 from tests.fixtures import rig
+from tests.fixtures.paths import python_path
 
 BACKEND = keras.backend.backend()
 ROOT = Path(__file__).resolve().parents[2]
@@ -81,7 +82,7 @@ def _run(script: str, args: list[str], env: dict, timeout: float = 600):
         cwd=ROOT,
         env={
             **os.environ,
-            "PYTHONPATH": str(ROOT),
+            "PYTHONPATH": python_path(),
             "TF_CPP_MIN_LOG_LEVEL": "2",
             "KERAS_BACKEND": "jax",
             **env,
@@ -125,8 +126,9 @@ TWO_PROCESS_SCRIPT = _TRAIN + textwrap.dedent(
     address, process_id, logdir = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     jax.distributed.initialize(coordinator_address=address, num_processes=2,
                                process_id=process_id)
+    # As keras.io's distribution guide writes it: device strings, every process.
     keras.distribution.set_distribution(
-        keras.distribution.DataParallel(devices=jax.devices()))
+        keras.distribution.DataParallel(devices=keras.distribution.list_devices()))
     # Keras splits each global batch into one half per process; a short last batch
     # would leave the processes with different step counts (and a hang), so six
     # full batches of 8 per epoch.

@@ -102,6 +102,7 @@ class Adapter:
         """Wraps train_step/test_step so the next make_*_function picks them up."""
         model = self.model
         self.check_supported()
+        metadata_keys.keep_stripping(model)
         self.image_source = image_source.find_image_source(
             model, self.options.image_layer
         )
@@ -116,8 +117,11 @@ class Adapter:
                 image, y_pred = y_pred[STASHED_IMAGE], y_pred[STASHED_Y_PRED]
             seen["y"], seen["y_pred"] = y, y_pred
             running, data_map = self._running, self.data_map
-            if data_map is not None and running is not None and running[0] == "train":
-                data_map.update(running[1], y, y_pred, x=x, image=image)
+            if running is not None:
+                mode, metadata = running
+                self.record_in_step(mode, metadata, x, y, y_pred, image)
+                if data_map is not None and mode == "train":
+                    data_map.update(metadata, y, y_pred, x=x, image=image)
             if image is not None:
                 seen["image"] = keras.ops.stop_gradient(image)
             return compute_metrics(x, y, y_pred, sample_weight=sample_weight)
@@ -210,7 +214,8 @@ class Adapter:
         """Raises Unsupported for setups this backend cannot capture from."""
 
     def uninstall(self) -> None:
-        """Restores the model's own train_step/test_step/compute_metrics.
+        """Restores the model's own train_step/test_step/compute_metrics, wrapped to
+        take the metadata keys out of `x` (`metadata_keys.keep_stripping`).
 
         The functions built from our steps stay on the model: rebuilding them here
         would cost a second or more at the end of every fit(). Our wrapped functions
@@ -233,11 +238,19 @@ class Adapter:
             else:
                 setattr(model, name, previous)
         self._installed = {}
+        # evaluate/predict after fit take the same batches as fit did.
+        metadata_keys.keep_stripping(model)
 
     def _make_step(self, mode: str, original_step: Callable) -> Callable:
         state_arguments = self.state_arguments
 
         def step(*args):
+            *state, data = args
+            x = keras.utils.unpack_x_y_sample_weight(data)[0]
+            self.step_begins(mode, x)
+            return self.step_ends(mode, x, captured_step(*args))
+
+        def captured_step(*args):
             *state, data = args
             x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
             model_x, metadata = metadata_keys.strip_metadata(x, self.unwrap)
@@ -298,6 +311,18 @@ class Adapter:
             self._running = None
 
     # -- per backend -----------------------------------------------------------------
+    def step_begins(self, mode: str, x: Any) -> None:
+        """Called as each step starts (in the step: traced, or eager)."""
+
+    def step_ends(self, mode: str, x: Any, result: Any) -> Any:
+        """Called with each step's result; returns the result Keras gets."""
+        return result
+
+    def record_in_step(self, mode, metadata, x, y, y_pred, image) -> None:
+        """Called inside the model's `compute_metrics` (where a step may change its
+        metrics state), with the step's metadata, `x`, `y`, `y_pred` and the source
+        layer's output (or None)."""
+
     def wants_capture(self, mode: str, x: Any) -> bool:
         """Whether this call of the step should compute the capture at all."""
         return self.host.capturing(mode)
@@ -323,9 +348,14 @@ class Adapter:
     def num_replicas(self) -> int:
         return 1
 
-    def before_execution(self, mode: str, iterator: Any) -> Any:
-        """Called before each execution of the mode's function; returns a token."""
+    def before_execution(self, mode: str, args: tuple) -> Any:
+        """Called before each execution of the mode's function (`args`: what Keras
+        passes it); returns a token for `after_execution`."""
         return None
+
+    def prepare_call(self, mode: str, token: Any, args: tuple) -> tuple:
+        """The arguments the execution runs with (an adapter may change its state)."""
+        return args
 
     def after_execution(
         self, mode: str, token: Any, result: Any
@@ -358,9 +388,9 @@ class Adapter:
                 model.train_function = model.test_function = None
                 make(force=True)
                 return getattr(model, name)(*args)
-            token = self.before_execution(mode, args[-1])
+            token = self.before_execution(mode, args)
             try:
-                logs = function(*args)
+                logs = function(*self.prepare_call(mode, token, args))
             except StopIteration:
                 raise  # the end of the data: Keras's normal control flow
             except BaseException as error:

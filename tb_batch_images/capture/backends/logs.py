@@ -1,11 +1,14 @@
-"""JAX and PyTorch: the chosen samples leave the step beside its logs.
+"""PyTorch (and JAX without declared inputs): the chosen samples leave the step in
+its logs.
 
 The wrapped step adds the `SampleSelector` arrays to the logs it returns, under a
-private key; the adapter pops them per step, before Keras or any callback sees the
-logs, and converts them to numpy only on the steps it logs. The host counts the steps
-itself (one call of the per-step function is one step). Inside a compiled step the
-selection runs on every step (a few gathers on `samples_per_batch` samples); an eager
-step computes it only when the host wants that step.
+private key; the adapter pops them before Keras or any callback sees the logs, and
+converts them to numpy only on the steps it logs. An eager step is seen one by one:
+its wrapper runs in Python for every step (each step of a `steps_per_execution` loop
+too), counts it, computes the selection only when the host wants that step, and pops
+it. A compiled step (`torch.compile`, `jax.jit`) computes the selection every step (a
+few gathers on `samples_per_batch` samples) and is seen per call of the function
+Keras built: one step per call, or the last of a call's steps.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ class LogsAdapter(Adapter):
         self._selectors: dict[str, SampleSelector | None] = {}
         self._counter = {"train": 0, "validation": 0}
         self._want_now: dict[str, bool] = {}
+        self._eager: dict[str, bool] = {}  # the last call's steps ran eagerly
         self._pending: list[dict[str, Any]] = []
 
     def begin_fit(self, start_step: int) -> None:
@@ -74,16 +78,19 @@ class LogsAdapter(Adapter):
             return result
         return self.with_logs(result, {**logs, LOGS_KEYS[mode]: arrays})
 
+    def warn_strings(self) -> None:
+        """Strings in the batch (only an uncompiled step gets them this far)."""
+        self.host.warn(
+            "strings_off_tensorflow",
+            STRINGS_OFF_TENSORFLOW.format(backend=self.backend).removeprefix(
+                "tb_batch_images: "
+            )
+            + " The pictures are logged without filenames.",
+        )
+
     def _new_selector(self, x: Any, metadata: dict) -> SampleSelector:
         if isinstance(x, dict) and contract.FILENAME_KEY in x:
-            # Only an uncompiled step gets this far with strings in the batch.
-            self.host.warn(
-                "strings_off_tensorflow",
-                STRINGS_OFF_TENSORFLOW.format(backend=self.backend).removeprefix(
-                    "tb_batch_images: "
-                )
-                + " The pictures are logged without filenames.",
-            )
+            self.warn_strings()
         x_spec = specs.map_specs(x)
         model_shapes = specs.model_input_shapes(self.model, x_spec)
         layout = specs.layout_for(
@@ -107,20 +114,75 @@ class LogsAdapter(Adapter):
     def with_logs(self, result: Any, logs: dict) -> Any:
         return logs
 
-    # -- on the host, per step ---------------------------------------------------
-    def _wanted_now(self, mode: str) -> bool:
-        step = self._counter[mode]
-        return self.host.schedule.wants_step(mode, step)
+    # -- on the host ----------------------------------------------------------------
+    # An eager step is seen one by one (its wrapper runs in Python per step: also for
+    # each step of a `steps_per_execution` loop); a compiled step only per call of
+    # the function Keras built, whose logs are the last step's.
+    def step_begins(self, mode: str, x: Any) -> None:
+        if self.is_compiling(x):
+            return
+        self._eager[mode] = True
+        self._want_now[mode] = self.host.schedule.wants_step(mode, self._counter[mode])
 
-    def before_step(self, mode: str) -> None:
-        self._want_now[mode] = self._wanted_now(mode)
-
-    def after_step(self, mode: str, logs: Any) -> None:
-        """Pops this step's arrays from its logs; keeps them if the step is logged."""
-        arrays = logs.pop(LOGS_KEYS[mode], None) if isinstance(logs, dict) else None
+    def step_ends(self, mode: str, x: Any, result: Any) -> Any:
+        if self.is_compiling(x):
+            return result
+        arrays = self._pop(mode, result)
         step = self._counter[mode]
         self._counter[mode] = step + 1
-        if arrays is None or not self._want_now.get(mode) or not self.is_writer():
+        if arrays is not None and self._want_now.get(mode):
+            self._keep(step, arrays)
+        return result
+
+    def steps_in_call(self, args: tuple) -> int | None:
+        """How many steps one call of the function runs (None: not known)."""
+        return 1
+
+    def before_execution(self, mode: str, args: tuple) -> Any:
+        self._eager[mode] = False
+        steps = self.steps_in_call(args)
+        first = self._counter[mode]
+        # A compiled step computes the selection every step; the host keeps it on
+        # the steps it logs. Eager steps decide for themselves (step_begins).
+        self._want_now[mode] = self.host.schedule.wants_step(mode, first)
+        return first, steps
+
+    def after_execution(self, mode, token, result) -> list[dict[str, Any]]:
+        if not self._eager.get(mode):
+            self._after_compiled_call(mode, token, result)
+        items, self._pending = self._pending, []
+        return items
+
+    def _after_compiled_call(self, mode: str, token: Any, result: Any) -> None:
+        first, steps = token
+        arrays = self._pop(mode, self.logs_of(result))
+        if steps is None:
+            steps = 1
+        last = first + steps - 1
+        self._counter[mode] = first + steps
+        wanted = [
+            step
+            for step in range(first, first + steps)
+            if self.host.schedule.wants_step(mode, step)
+        ]
+        if arrays is not None and last in wanted:
+            self._keep(last, arrays)
+        if any(step != last for step in wanted):
+            self.host.warn(
+                "compiled_execution",
+                f"with a compiled {self.backend} step and steps_per_execution > 1, "
+                "only the last step of each execution reaches the logger: logged "
+                "steps inside an execution are skipped (steps_per_execution=1, or "
+                "a model built with keras.Input, logs them all)",
+            )
+
+    def _pop(self, mode: str, logs: Any) -> dict | None:
+        """Takes this adapter's arrays out of the logs before Keras sees them."""
+        logs = self.logs_of(logs) if not isinstance(logs, dict) else logs
+        return logs.pop(LOGS_KEYS[mode], None) if isinstance(logs, dict) else None
+
+    def _keep(self, step: int, arrays: dict) -> None:
+        if not self.is_writer():
             return
         try:
             self._pending.append(self._item(step, arrays))
@@ -143,7 +205,3 @@ class LogsAdapter(Adapter):
     def origin(self, positions: np.ndarray, batch_size: int) -> dict[str, Any]:
         """Which device / process each captured sample came from, where known."""
         return {}
-
-    def after_execution(self, mode, token, result) -> list[dict[str, Any]]:
-        items, self._pending = self._pending, []
-        return items

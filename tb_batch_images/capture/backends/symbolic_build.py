@@ -10,11 +10,8 @@ does for every step.
 
 from __future__ import annotations
 
-from typing import Any
-
 import keras
 
-from tb_batch_images import contract
 from tb_batch_images.capture import keras_internals, metadata_keys
 
 _MARKER = "tb_batch_images_wrapper"
@@ -49,7 +46,7 @@ def _stripping_build(original):
                 explain_strings(error)
                 raise
         if data_batch is not None:
-            data_batch = _without_metadata(self, data_batch)
+            data_batch = metadata_keys.without_metadata(self, data_batch)
         try:
             return original(
                 self, *args, iterator=iterator, data_batch=data_batch, **kwargs
@@ -59,27 +56,6 @@ def _stripping_build(original):
             raise
 
     return _symbolic_build
-
-
-def _without_metadata(model: Any, data_batch: Any) -> Any:
-    try:
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data_batch)
-    except Exception:
-        return data_batch
-    if not isinstance(x, dict):
-        return data_batch
-    declared = {getattr(t, "name", None) for t in getattr(model, "inputs", None) or []}
-    input_struct = keras_internals.inputs_struct(model)
-    if isinstance(input_struct, dict):
-        declared |= set(input_struct)
-    if declared & set(contract.METADATA_KEYS):
-        return data_batch
-    model_x, metadata = metadata_keys.strip_metadata(
-        x, metadata_keys.model_takes_single_tensor(model)
-    )
-    if not metadata:
-        return data_batch
-    return keras.utils.pack_x_y_sample_weight(model_x, y, sample_weight)
 
 
 STRINGS_OFF_TENSORFLOW = (

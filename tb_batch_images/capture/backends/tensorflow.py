@@ -66,9 +66,9 @@ class TensorFlowAdapter(Adapter):
         buffers.capture(image, metadata, y, y_pred)
         return result
 
-    def before_execution(self, mode: str, iterator: Any) -> Any:
+    def before_execution(self, mode: str, args: tuple) -> Any:
         if mode not in self.buffers and self.host.capturing(mode):
-            self._create_buffers(mode, iterator)
+            self._create_buffers(mode, args[-1])
         buffers = self.buffers.get(mode)
         if buffers is None:
             return []

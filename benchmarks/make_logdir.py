@@ -1,18 +1,22 @@
 """Writes a synthetic tb-batch-images log directory: R runs x S steps x k images.
 
-Every step goes through the real writer code path (`tb_batch_images.host.writer.write_summary`
-with records from `tb_batch_images.contract.encode_record`), so TensorBoard reads exactly
-what `BatchImageLogger` writes; only the training is skipped. Images are drawn from a
-small pool of pre-encoded PNGs, which keeps generation fast; their bytes are real PNGs.
+Every step goes through the real writer code path (`tb_batch_images.host.writer.write_step`:
+the pack file, then its index entry, with records from
+`tb_batch_images.contract.encode_record`), so TensorBoard reads exactly what
+`BatchImageLogger` writes; only the training is skipped. Images are drawn from a small
+pool of pre-encoded PNGs, which keeps generation fast; their bytes are real PNGs.
+`--format-version 2` writes the old layout instead (every step one blob sequence, as
+format versions 1 and 2 did), for old-log tests and before/after comparisons.
 
 Usage:
     .venv/bin/python -m benchmarks.make_logdir OUT_DIR --runs 10 --steps 1000 --images 16
 
-`--fast` writes the same summaries (the same SummaryMetadata, rank-1 string tensors,
-records from `format.encode_record`) as Event protos straight into a TFRecord event
-file, without `tf.summary` and its flush per step: ~100x faster, for runs of 100,000
-steps. Checked against the tf.summary path: `read_batches` gives the same records and
-pixels from both.
+Version 3 writes through the logger's own event file writer (`host.event_file`, Event
+protos appended with `tf.io.TFRecordWriter`). For version 2, `--fast` writes the same
+summaries (the same SummaryMetadata, rank-1 string tensors, records from
+`format.encode_record`) as Event protos straight into a TFRecord event file, without
+`tf.summary` and its flush per step: ~100x faster, for runs of 100,000 steps. Checked
+against the tf.summary path: `read_batches` gives the same records and pixels from both.
 
 Runs are `run_000/train`, `run_001/train`, ... Sample ids come from a dataset of
 `--dataset-size` samples (filenames `img_00042.png`), so a sample appears at many steps
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import random
 import socket
 import time
@@ -34,7 +39,7 @@ import tensorflow as tf
 from PIL import Image
 
 from tb_batch_images import contract as fmt
-from tb_batch_images.host.writer import write_summary
+from tb_batch_images.host import writer as host_writer
 
 CLASS_NAMES = ["cat", "dog", "bird"]
 
@@ -154,16 +159,28 @@ def write_run(
     pool: list[bytes] | None = None,
     seed: int = 0,
     fast: bool = False,
-) -> None:
+    format_version: int = fmt.FORMAT_VERSION,
+    writer_id: str | None = None,
+) -> str | None:
     """Writes `steps` logged batches (and a final status record) to one run directory.
 
     `fast`: Event protos written straight to the event file (see the module docstring).
+    `format_version`: 3 (packs and index entries) or 2 (blob sequences). Answers the
+    writer id of the pack files (version 3), `writer_id` or a new random one.
     """
     rng = random.Random(seed)
     pool = pool or png_pool(64, image_size, seed)
-    writer = _FastEventWriter(run_dir) if fast else None
-    write = writer.write if fast else write_summary
-    writer = writer or tf.summary.create_file_writer(str(run_dir), max_queue=1000)
+    if format_version >= 3:  # the logger's own writer: pack files + entries
+        writer_id = writer_id or host_writer.new_writer_id()
+        writer: Any = host_writer.open_event_file(str(run_dir))
+        write = host_writer.write_value
+    elif fast:
+        writer = _FastEventWriter(run_dir, format_version)
+        write = writer.write
+    else:
+        writer = tf.summary.create_file_writer(str(run_dir), max_queue=1000)
+        write = blob_summary_writer(format_version)
+    made_dirs: set[str] = set()
     try:
         for sequence in range(steps):
             step = first_step + sequence * step_stride
@@ -179,13 +196,13 @@ def write_run(
                 rng=rng,
             )
             images = [pool[sample_id % len(pool)] for sample_id in sample_ids]
-            write(
-                writer,
-                fmt.BATCHES_TAG,
-                fmt.SERIES_BATCHES,
-                step,
-                [fmt.encode_record(record), *images],
-            )
+            elements = [_encoded(record, format_version), *images]
+            if format_version >= 3:
+                host_writer.write_step(
+                    writer, str(run_dir), writer_id, step, elements, made_dirs=made_dirs
+                )
+            else:
+                write(writer, fmt.BATCHES_TAG, fmt.SERIES_BATCHES, step, elements)
         if write_status:
             last_step = first_step + max(steps - 1, 0) * step_stride
             write(
@@ -193,18 +210,61 @@ def write_run(
                 fmt.STATUS_TAG,
                 fmt.SERIES_STATUS,
                 last_step,
-                [fmt.encode_record(status_record(mode, steps))],
+                [_encoded(status_record(mode, steps), format_version)],
             )
     finally:
         writer.close()
+    return writer_id if format_version >= 3 else None
+
+
+def _encoded(record: dict[str, Any], format_version: int) -> bytes:
+    """A record as `encode_record` writes it, stamped with `format_version`."""
+    if format_version == fmt.FORMAT_VERSION:
+        return fmt.encode_record(record)
+    record = {**record, "format_version": format_version}
+    return json.dumps(record, ensure_ascii=False, allow_nan=False).encode("utf-8")
+
+
+def old_summary_metadata(series_kind: str, format_version: int) -> Any:
+    """SummaryMetadata as a version 1 or 2 writer wrote it (its version in content)."""
+    metadata = fmt.summary_metadata(series_kind)
+    content = json.loads(metadata.plugin_data.content)
+    content["version"] = format_version
+    metadata.plugin_data.content = json.dumps(content).encode("utf-8")
+    return metadata
+
+
+def blob_summary_writer(format_version: int = 2):
+    """`write(summary_writer, tag, series_kind, step, elements)`: one blob-sequence
+    value through `tf.summary` (a rank-1 string tensor), flushed, as writers of format
+    versions 1 and 2 wrote every logged step. `summary_writer` is a
+    `tf.summary.create_file_writer`; the metadata says `format_version`."""
+
+    def write(summary_writer, tag, series_kind, step, elements):
+        metadata = (
+            fmt.summary_metadata(series_kind)
+            if format_version >= fmt.FORMAT_VERSION
+            else old_summary_metadata(series_kind, format_version)
+        )
+        with summary_writer.as_default():
+            tf.summary.write(
+                tag=tag,
+                tensor=tf.constant(elements, dtype=tf.string),
+                step=step,
+                metadata=metadata,
+            )
+        summary_writer.flush()
+
+    return write
 
 
 class _FastEventWriter:
     """Batch summaries as Event protos in one TFRecord event file (no tf.summary)."""
 
-    def __init__(self, run_dir: str | Path):
+    def __init__(self, run_dir: str | Path, format_version: int = fmt.FORMAT_VERSION):
         from tensorboard.compat.proto import event_pb2
 
+        self._format_version = format_version
         self._event_pb2 = event_pb2
         Path(run_dir).mkdir(parents=True, exist_ok=True)
         name = f"events.out.tfevents.{time.time():.0f}.{socket.gethostname()}.fast"
@@ -219,9 +279,17 @@ class _FastEventWriter:
         tensor = tensor_util.make_tensor_proto(
             np.array(elements, dtype=object), dtype=tf.string.as_datatype_enum
         )
-        value = summary_pb2.Summary.Value(
-            tag=tag, metadata=fmt.summary_metadata(kind), tensor=tensor
+        metadata = (
+            fmt.summary_metadata(kind)
+            if self._format_version >= fmt.FORMAT_VERSION
+            else old_summary_metadata(kind, self._format_version)
         )
+        value = summary_pb2.Summary.Value(tag=tag, metadata=metadata, tensor=tensor)
+        self._write_value(step, value)
+
+    def _write_value(self, step: int, value: Any) -> None:
+        from tensorboard.compat.proto import summary_pb2
+
         event = self._event_pb2.Event(
             wall_time=time.time(), step=step, summary=summary_pb2.Summary(value=[value])
         )
@@ -240,24 +308,45 @@ def make_logdir(
     image_size: int = 32,
     dataset_size: int = 2000,
     fast: bool = False,
+    format_version: int = fmt.FORMAT_VERSION,
+    jobs: int = 1,
 ) -> list[str]:
-    """Writes `runs` runs named `run_NNN/train`; returns their directories."""
-    pool = png_pool(64, image_size)
-    run_dirs = []
-    for index in range(runs):
-        run_dir = Path(out_dir) / f"run_{index:03d}" / "train"
-        write_run(
-            run_dir,
-            steps=steps,
-            images_per_step=images_per_step,
-            image_size=image_size,
-            dataset_size=dataset_size,
-            pool=pool,
-            seed=index,
-            fast=fast,
-        )
-        run_dirs.append(str(run_dir))
+    """Writes `runs` runs named `run_NNN/train`; returns their directories.
+
+    `jobs` > 1 writes runs in that many processes at once (each run is still written
+    by one writer, in step order).
+    """
+    options = dict(
+        steps=steps,
+        images_per_step=images_per_step,
+        image_size=image_size,
+        dataset_size=dataset_size,
+        fast=fast,
+        format_version=format_version,
+    )
+    run_dirs = [
+        str(Path(out_dir) / f"run_{index:03d}" / "train") for index in range(runs)
+    ]
+    if jobs > 1:
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")
+        with context.Pool(jobs) as workers:
+            workers.starmap(
+                _write_runs,
+                [(run_dirs[job::jobs], job, jobs, options) for job in range(jobs)],
+            )
+    else:
+        _write_runs(run_dirs, 0, 1, options)
     return run_dirs
+
+
+def _write_runs(
+    run_dirs: list[str], first: int, stride: int, options: dict[str, Any]
+) -> None:
+    pool = png_pool(64, options["image_size"])
+    for offset, run_dir in enumerate(run_dirs):
+        write_run(run_dir, pool=pool, seed=first + offset * stride, **options)
 
 
 def main() -> None:
@@ -271,6 +360,14 @@ def main() -> None:
     parser.add_argument(
         "--fast", action="store_true", help="Event protos without tf.summary"
     )
+    parser.add_argument(
+        "--format-version",
+        type=int,
+        default=fmt.FORMAT_VERSION,
+        choices=(2, fmt.FORMAT_VERSION),
+        help="3: pack files + index entries (today's); 2: blob sequences (older logs)",
+    )
+    parser.add_argument("--jobs", type=int, default=1, help="processes writing runs")
     args = parser.parse_args()
     start = time.perf_counter()
     make_logdir(
@@ -281,6 +378,8 @@ def main() -> None:
         image_size=args.image_size,
         dataset_size=args.dataset_size,
         fast=args.fast,
+        format_version=args.format_version,
+        jobs=args.jobs,
     )
     print(
         f"wrote {args.runs} runs x {args.steps} steps x {args.images} images "

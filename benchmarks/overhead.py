@@ -166,8 +166,8 @@ def fit_stats(timer: StepTimer, wall: float) -> dict[str, float]:
 
 
 def logged(run_dir: str) -> dict[str, int] | None:
-    """Batches written and dropped, from the log: the batch summaries and the last
-    status record of the train run."""
+    """Batches written and dropped, from the log: the index entries (or batch
+    summaries) and the last status record of the train run."""
     files = glob.glob(os.path.join(run_dir, "train", "events.out.tfevents.*"))
     if not files:
         return None
@@ -175,7 +175,10 @@ def logged(run_dir: str) -> dict[str, int] | None:
     for record in tf.data.TFRecordDataset(files):
         event = tf.compat.v1.Event.FromString(record.numpy())
         for value in event.summary.value:
-            if value.tag == fmt.BATCHES_TAG:
+            # A logged step: its index entry (format version 3) or its value (2).
+            if value.tag == fmt.BATCHES_TAG or value.tag.startswith(
+                fmt.INDEX_TAG_PREFIX
+            ):
                 batches += 1
             elif value.tag == fmt.STATUS_TAG:
                 status = fmt.decode_record(value.tensor.string_val[0])

@@ -3,11 +3,15 @@
 For each `--load_fast` mode, starts the real `tensorboard` command on 127.0.0.1 with
 the plugin's default `--samples_per_plugin` (keep every step), polls
 `/data/plugin/batch_images/runs` until the runs' `steps_kept` add up to the expected
-number of steps, records the time since start and the resident memory of TensorBoard's
-process tree (with `--load_fast=true` that includes the Rust data server), then stops it:
+number of steps, and records the time since start, the time of TensorBoard's first
+answer (its own start-up), the CPU time of TensorBoard's process tree until every step
+was listed (what a busy machine changes least) and its resident memory (with
+`--load_fast=true` the tree includes the Rust data server), then stops it. `--steps 0`
+on an empty folder measures TensorBoard's own memory, the baseline:
 
     .venv/bin/python -m benchmarks.make_logdir /tmp/big --runs 10 --steps 10000 --images 8
     .venv/bin/python -m benchmarks.scale /tmp/big --steps 100000
+    mkdir /tmp/empty && .venv/bin/python -m benchmarks.scale /tmp/empty --steps 0
 
 `--steps` is the total over all runs (runs x steps per run). Prints one markdown row per
 mode, plus the log directory's size on disk. See docs/scale.md for results.
@@ -16,6 +20,7 @@ mode, plus the log directory's size on disk. See docs/scale.md for results.
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -30,6 +35,28 @@ def disk_bytes(logdir: Path) -> tuple[int, int]:
         total += path.stat().st_size
         count += 1
     return total, count
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of a process and all its descendants, in seconds:
+    what loading cost, whatever else the machine was doing (Linux /proc)."""
+    children: dict[int, list[int]] = {}
+    times: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        number = int(stat.parent.name)
+        children.setdefault(int(fields[1]), []).append(number)
+        times[number] = (int(fields[11]) + int(fields[12])) / tick
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        todo += children.get(current, [])
+        total += times.get(current, 0.0)
+    return total
 
 
 def measure(
@@ -47,6 +74,7 @@ def measure(
     process, base = start_tensorboard(logdir, load_fast, extra_args)
     peak = 0.0
     kept = 0
+    first_answer = None
     try:
         while True:
             peak = max(peak, rss_mib(process.pid))
@@ -54,6 +82,8 @@ def measure(
                 raise RuntimeError(f"RSS {peak:.0f} MiB over the limit; stopped")
             try:
                 _, answer = get_json(base, "/runs")
+                if first_answer is None:  # TensorBoard's own start-up is over
+                    first_answer = time.perf_counter() - started
                 kept = sum(run["steps_kept"] for run in answer["runs"])
                 # With a reservoir (--samples_per_plugin batch_images=N) the count is
                 # reached early; the last step of every run says the reading is done.
@@ -73,6 +103,7 @@ def measure(
                 )
             time.sleep(poll_s)
         load_seconds = time.perf_counter() - started
+        cpu = cpu_seconds(process.pid)
         rss = rss_mib(process.pid)
         time.sleep(5)  # let a loader that is still settling show up in the memory
         rss_settled = rss_mib(process.pid)
@@ -85,6 +116,8 @@ def measure(
             process.wait()
     return {
         "load_s": load_seconds,
+        "first_answer_s": first_answer if first_answer is not None else load_seconds,
+        "cpu_s": cpu,
         "rss_mib": rss,
         "rss_settled_mib": rss_settled,
         "peak_rss_mib": max(peak, rss, rss_settled),
@@ -127,9 +160,10 @@ def main() -> None:
         f"{size / max(args.steps, 1) / 1024:.1f} KiB per listed step"
     )
     print(
-        "| load_fast | steps | all steps listed after | RSS loaded | RSS +5 s | peak RSS |"
+        "| load_fast | steps | all steps listed after (TensorBoard's first answer) "
+        "| CPU s of TensorBoard then | RSS loaded | RSS +5 s | peak RSS |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
     for mode in args.modes.split(","):
         result = measure(
             logdir,
@@ -142,6 +176,7 @@ def main() -> None:
         )
         print(
             f"| `{mode}` | {args.steps:,} | {result['load_s']:.1f} s "
+            f"({result['first_answer_s']:.1f} s) | {result['cpu_s']:.1f} s "
             f"| {result['rss_mib']:,.0f} MiB | {result['rss_settled_mib']:,.0f} MiB "
             f"| {result['peak_rss_mib']:,.0f} MiB |",
             flush=True,

@@ -74,8 +74,11 @@ def instrument() -> None:
     record_module.build_elements = timed(
         "writer: whole record + images", record_module.build_elements
     )
-    writer_module.write_summary = timed(
-        "writer: tf.summary write + flush", writer_module.write_summary
+    writer_module.write_pack = timed(
+        "writer: pack file write", writer_module.write_pack
+    )
+    writer_module.write_index_entry = timed(
+        "writer: index entry write + flush", writer_module.write_index_entry
     )
     if keras.backend.backend() == "tensorflow":
         from tb_batch_images.capture.backends import tensorflow as tf_adapter

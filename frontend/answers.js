@@ -140,6 +140,8 @@ const SAMPLE_FIELDS = {
   culprit: [bool, false],
   // Object detection (docs/format.md, "Boxes").
   boxes: [orNull(BOXES), null],
+  // Format version 3: the step's pack file could not be read ("picture lost").
+  lost: [bool, false],
 };
 
 const BATCH_FIELDS = {
@@ -147,6 +149,7 @@ const BATCH_FIELDS = {
   tag: [text, BATCHES_TAG],
   step: [int, null],
   error: [orNull(text), null],
+  lost: [orNull(text), null],
   warnings: [goodItems(text), []],
   mode: [text, null],
   epoch: [int, null],

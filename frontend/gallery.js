@@ -219,7 +219,11 @@ export function renderRecordWarnings(batch) {
   return h(
     "div",
     { className: "notice warn record-warnings", dataset: { kind: "record-warnings", step: String(batch.step) } },
-    h("strong", { text: `Step ${batch.step}: parts of its record could not be used and are left out or repaired.` }),
+    h("strong", {
+      text: batch.lost
+        ? `Step ${batch.step}: its pictures and record are lost (its pack file could not be read); the tiles show what its index entry says.`
+        : `Step ${batch.step}: parts of its record could not be used and are left out or repaired.`,
+    }),
     h("ul", {}, warnings.map((warning) => h("li", { text: warning }))),
   );
 }

@@ -45,8 +45,25 @@ export function flagBadges(flags) {
   );
 }
 
-/** An <img> for a logged image: lazy, sized by its logged shape, pixelated when small. */
+/**
+ * "picture lost" in place of a picture: the step has no image for this sample (its
+ * pack file is missing or damaged, docs/format.md), or the image did not load.
+ */
+export function lostPicture(why = "") {
+  return h("div", {
+    className: "picture-lost",
+    text: "picture lost",
+    title: why || "the logged picture could not be read",
+    attrs: { role: "img", "aria-label": "picture lost" },
+  });
+}
+
+/**
+ * An <img> for a logged image: lazy, sized by its logged shape, pixelated when small;
+ * "picture lost" when the sample has none or it fails to load (one tile, not the page).
+ */
 export function sampleImage(sample, { alt = "", lazy = true } = {}) {
+  if (!sample.image) return lostPicture(sample.lost ? "this step's pack file could not be read" : "");
   const [height, width] = sample.image_shape || [];
   const image = h("img", {
     alt,
@@ -54,7 +71,8 @@ export function sampleImage(sample, { alt = "", lazy = true } = {}) {
     attrs: { loading: lazy ? "lazy" : "eager", width, height, draggable: "false" },
   });
   if (Math.max(height || 0, width || 0) <= SMALL_IMAGE) image.classList.add("pixelated");
-  if (sample.image) image.src = imageUrl(sample.image);
+  image.addEventListener("error", () => image.replaceWith(lostPicture("the picture did not load")), { once: true });
+  image.src = imageUrl(sample.image);
   return image;
 }
 

@@ -5,7 +5,9 @@
 - `tests/fixtures/servers.py`: the plugin in TensorBoard's WSGI app over a real data
   provider (`plugin_server`) and the real `tensorboard` command (`tensorboard`);
 - `tests/fixtures/browser.py`: headless Chromium (`chromium_browser`,
-  `browser_context`) and the gallery page (`Gallery`).
+  `browser_context`) and the gallery page (`Gallery`);
+- `tests/fixtures/gcs.py`: a `gs://` bucket of a local GCS emulator that TensorFlow's
+  own client reaches (`gcs_bucket`).
 
 The folders mirror the package: `contract/`, `capture/`, `host/`, `reader/` (the
 readers and the plugin), `browser/` (the gallery in Chromium), and end-to-end tests
@@ -17,4 +19,5 @@ pytest_plugins = [
     "tests.fixtures.logdirs",
     "tests.fixtures.servers",
     "tests.fixtures.browser",
+    "tests.fixtures.gcs",
 ]

@@ -8,11 +8,20 @@ constants (`frontend/contract.js`) are generated from this module and checked by
 from __future__ import annotations
 
 PLUGIN_NAME = "batch_images"
-FORMAT_VERSION = 2  # 2: masks of dense outputs (elements after the images)
+# 2: masks of dense outputs (elements after the images); 3: a small index entry per
+# logged step in the event file, its record and pictures in a pack file (packs.py)
+FORMAT_VERSION = 3
 
-# Tags written by the logger. Batches of images live under BATCHES_TAG; the
-# logger's own health (what it dropped and why) lives under STATUS_TAG.
+# Tags written by the logger. Batches of images live under BATCHES_TAG (format
+# versions 1 and 2: blob sequences; version 3: index entries under INDEX_TAG_PREFIX +
+# shard, which readers present as BATCHES_TAG); the logger's own health (what it
+# dropped and why) lives under STATUS_TAG.
 BATCHES_TAG = "batch_images"
+INDEX_TAG_PREFIX = "batch_images_index/"
+INDEX_SHARD_STEPS = 10_000  # steps per index tag
+# A run's pack files: <run>/PACKS_DIR/<writer id>/<step // PACK_FOLDER_STEPS>/<step>.pack
+PACKS_DIR = "plugins/" + PLUGIN_NAME
+PACK_FOLDER_STEPS = 1_000
 STATUS_TAG = "batch_images_status"
 # Every sample's training dynamics, once per epoch (train run only).
 SAMPLE_STATS_TAG = "batch_images_sample_stats"
@@ -30,6 +39,7 @@ SERIES_STATUS = "status"
 SERIES_SAMPLE_STATS = "sample_stats"
 SERIES_WATCHLIST = "watchlist"
 SERIES_COMPOSITION = "composition"
+SERIES_BATCH_INDEX = "batch_index"  # version 3: one index entry per logged step
 # Series whose values are batch records (element 0) followed by images.
 BATCH_SERIES = (SERIES_BATCHES, SERIES_WATCHLIST)
 # 2: `weighted_confidence`, `weighted_correct` (the suspect score's parts) and

@@ -1,20 +1,31 @@
-"""Background writing of captured batches to TensorBoard event files.
+"""Background writing of captured batches: pack files and TensorBoard event files.
 
 The training thread hands a `CapturedBatch` (numpy copies, `tb_batch_images.capture.batch`) to `BackgroundWriter.submit`,
 which never blocks: when the bounded queue is full the batch is dropped and counted. A
 daemon thread, at the process's normal CPU priority (`WRITER_NICE`), turns each batch
-into its record and encoded images (with the `build_elements` function it was given) and
-writes one summary per batch with `tf.summary`, flushing after each. So a killed process
-loses at most `max_queue + 1` batches: those waiting in the queue and the one being
-encoded. `flush` (epoch end) and `close` (train end) wait for the queue.
+into its record and encoded images (with the `build_elements` function it was given),
+writes them as one pack file (format version 3, `contract.packs`) and closes it, then
+appends the step's small index entry to the run's event file (`event_file.EventFile`),
+flushed after each on a local disk. So a killed process loses at most `max_queue + 1`
+batches: those waiting in the queue and the one being encoded (its pack, if written,
+has no entry and is never shown). `flush` (epoch end) and `close` (train end) wait for
+the queue.
+
+Everything goes through TensorFlow's file systems (`tf.io.gfile`), so any path
+TensorFlow can write works (`gs://...`). On such remote storage every flush of an
+event file uploads the whole file again, so there the event file is flushed every
+`REMOTE_FLUSH_SECONDS` and at each epoch end, not after every step: a killed process
+may lose the entries of that long (their packs stay, unnamed).
 """
 
 from __future__ import annotations
 
 import atexit
+import json
 import logging
 import os
 import queue
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -24,6 +35,7 @@ import tensorflow as tf
 
 from tb_batch_images import contract
 from tb_batch_images.capture.batch import CapturedBatch
+from tb_batch_images.host.event_file import EventFile, string_tensor
 
 _log = logging.getLogger("tb_batch_images")
 
@@ -35,19 +47,88 @@ _STOP = object()
 # The overhead benchmark sets it back with --writer-nice for comparison.
 WRITER_NICE = 0
 
+# How often the event file is flushed on remote storage (each flush uploads the whole
+# file again there); the epoch end flushes too.
+REMOTE_FLUSH_SECONDS = 30
 
-def write_summary(
-    summary_writer: Any, tag: str, series_kind: str, step: int, elements: list[bytes]
+
+def is_local_path(path: str) -> bool:
+    """Whether a log directory is on the local disk (no scheme, or file://)."""
+    return not contract.is_remote(path)
+
+
+def new_writer_id() -> str:
+    """A random writer id: 16 hex digits, in the name of every pack this writer makes."""
+    return secrets.token_hex(8)
+
+
+def open_event_file(run_dir: str) -> EventFile:
+    """The event file a writer appends to in `run_dir`: flushed after every value on
+    the local disk, every `REMOTE_FLUSH_SECONDS` on remote storage."""
+    local = is_local_path(run_dir)
+    return EventFile(run_dir, None if local else REMOTE_FLUSH_SECONDS)
+
+
+def write_pack(path: str, pack: bytes) -> None:
+    """Writes one pack file, whole, and closes it (one upload on object stores)."""
+    with tf.io.gfile.GFile(path, "wb") as file:
+        file.write(pack)
+
+
+def write_index_entry(event_file: EventFile, step: int, entry: bytes) -> None:
+    """Appends a step's index entry (a rank-0 string tensor) to the event file."""
+    event_file.write(
+        contract.index_tag(step), string_tensor(entry), step, contract.index_metadata()
+    )
+
+
+def write_step(
+    event_file: EventFile,
+    run_dir: str,
+    writer_id: str,
+    step: int,
+    elements: list[bytes],
+    *,
+    made_dirs: set[str],
 ) -> None:
-    """Writes one blob-sequence summary (rank-1 string tensor) and flushes."""
-    with summary_writer.as_default():
-        tf.summary.write(
-            tag=tag,
-            tensor=tf.constant(elements, dtype=tf.string),
-            step=step,
-            metadata=contract.summary_metadata(series_kind),
-        )
-    summary_writer.flush()
+    """One logged step in format version 3: its pack file, closed, then its entry.
+
+    `elements` are `build_elements`'s (the JSON record, pictures, masks). The entry is
+    written only once the pack is whole, so an entry never names a partial file.
+    `made_dirs`: the pack folders this writer has made (one `makedirs` per 1,000
+    steps).
+    """
+    pack = contract.encode_pack(elements)
+    path = run_dir.rstrip("/") + "/" + contract.pack_relpath(writer_id, step)
+    folder = path.rsplit("/", 1)[0]
+    if folder not in made_dirs:
+        tf.io.gfile.makedirs(folder)
+        made_dirs.add(folder)
+    write_pack(path, pack)
+    entry = contract.encode_index_entry(
+        writer=writer_id, step=step, pack=pack, record=_record_fields(elements)
+    )
+    write_index_entry(event_file, step, entry)
+
+
+def _record_fields(elements: list[bytes]) -> dict[str, Any]:
+    """The record of element 0, or {} when it is none (the entry then lists no
+    fields of it; readers show the record's own error)."""
+    try:
+        record = json.loads(elements[0])
+    except (IndexError, ValueError, RecursionError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def write_value(
+    event_file: EventFile, tag: str, series_kind: str, step: int, elements: list[bytes]
+) -> None:
+    """Appends one blob-sequence value (a rank-1 string tensor): status records,
+    sample statistics, watchlist captures."""
+    event_file.write(
+        tag, string_tensor(elements), step, contract.summary_metadata(series_kind)
+    )
 
 
 class BackgroundWriter:
@@ -77,6 +158,10 @@ class BackgroundWriter:
         self._dropped: dict[str, dict[str, int]] = {}
         self._lock = threading.Lock()
         self._nice = WRITER_NICE
+        # Random per writer: a restarted run writing the same steps again makes new
+        # files, and its entries name only them (docs/format.md, "Restarts").
+        self.writer_id = new_writer_id()
+        self._pack_dirs: set[str] = set()
         self._thread = threading.Thread(
             target=self._run, name="tb_batch_images-writer", daemon=True
         )
@@ -171,14 +256,23 @@ class BackgroundWriter:
                 continue
             self._write_batch(item)
 
-    def _writer_for(self, mode: str) -> Any:
+    def _run_dir(self, mode: str) -> str:
+        return self._log_dir.rstrip("/") + "/" + contract.MODE_DIRS[mode]
+
+    def _writer_for(self, mode: str) -> EventFile:
         if mode not in self._writers:
-            path = self._log_dir.rstrip("/") + "/" + contract.MODE_DIRS[mode]
-            tf.io.gfile.makedirs(path)
-            self._writers[mode] = tf.summary.create_file_writer(
-                path, max_queue=1, flush_millis=1000
-            )
+            self._writers[mode] = open_event_file(self._run_dir(mode))
         return self._writers[mode]
+
+    def _write_step(self, mode: str, step: int, elements: list[bytes]) -> None:
+        write_step(
+            self._writer_for(mode),
+            self._run_dir(mode),
+            self.writer_id,
+            step,
+            elements,
+            made_dirs=self._pack_dirs,
+        )
 
     def _write_batch(self, batch: CapturedBatch) -> None:
         mode = batch.mode
@@ -196,13 +290,7 @@ class BackgroundWriter:
             self.count_drop(mode, "not_image")
             return
         try:
-            write_summary(
-                self._writer_for(mode),
-                contract.BATCHES_TAG,
-                contract.SERIES_BATCHES,
-                batch.step,
-                elements,
-            )
+            self._write_step(mode, batch.step, elements)
             self._written[mode] = self._written.get(mode, 0) + 1
         except Exception as error:
             self.count_drop(mode, "error")
@@ -218,7 +306,7 @@ class BackgroundWriter:
         try:
             if callable(elements):
                 elements = elements()
-            write_summary(self._writer_for(mode), tag, series_kind, step, elements)
+            write_value(self._writer_for(mode), tag, series_kind, step, elements)
         except Exception as error:
             self._warn("write", f"could not write {tag} ({_first_line(error)})")
 
@@ -239,13 +327,15 @@ class BackgroundWriter:
                 **extra,
             }
             try:
-                write_summary(
-                    self._writer_for(mode),
+                event_file = self._writer_for(mode)
+                write_value(
+                    event_file,
                     contract.STATUS_TAG,
                     contract.SERIES_STATUS,
                     step,
                     [contract.encode_record(record)],
                 )
+                event_file.flush()  # remote storage: the epoch end's upload
             except Exception as error:
                 self._warn("write", f"could not write status ({_first_line(error)})")
 

@@ -19,11 +19,18 @@ def batch(run: str, tag: str, info: store.StepInfo) -> dict[str, Any]:
             "warnings": [],
             "samples": [],
         }
+    if info.lost:
+        return lost_batch(run, tag, info)
     record = info.record()
-    images = len(info.ref.blob_keys) - 1
+    images = info.images
     batch = {key: value for key, value in record.items() if key != "samples"}
     batch.update(
-        run=run, tag=tag, step=info.ref.step, error=None, warnings=list(info.warnings)
+        run=run,
+        tag=tag,
+        step=info.ref.step,
+        error=None,
+        lost=None,
+        warnings=list(info.warnings),
     )
 
     def image_of(index: Any) -> str | None:
@@ -42,6 +49,36 @@ def batch(run: str, tag: str, info: store.StepInfo) -> dict[str, Any]:
         for index, sample in enumerate(record.get("samples", []))
     ]
     return batch
+
+
+def lost_batch(run: str, tag: str, info: store.StepInfo) -> dict[str, Any]:
+    """A step whose pack is lost: what its index entry says, and a tile per sample
+    with no picture (`lost`), so the page shows "picture lost" where they were."""
+    return {
+        "run": run,
+        "tag": tag,
+        "step": info.ref.step,
+        "error": None,
+        "lost": info.lost,
+        "warnings": [f"picture lost: {info.lost}"],
+        "mode": info.mode,
+        "epoch": info.epoch,
+        "batch": info.batch,
+        "wall_time": info.wall_time,
+        "sequence": info.sequence,
+        "batch_size": info.batch_size,
+        "samples_logged": info.samples_logged,
+        "samples": [
+            {
+                "position": index,
+                "image": None,
+                "label_mask_image": None,
+                "prediction_mask_image": None,
+                "lost": True,
+            }
+            for index in range(info.samples_logged)
+        ],
+    }
 
 
 def appearance(

@@ -4,7 +4,8 @@ TensorBoard finds `BatchImagesLoader` through the `tensorboard_plugins` entry po
 (`setup.py`) and mounts the routes of `BatchImagesPlugin.get_plugin_apps` under
 `/data/plugin/batch_images`. The routes are documented in `docs/api.md`; each handler
 parses its parameters (`requests`), asks the store (`store`, `sample_stats`), which
-reads only through `context.data_provider`, and answers JSON (`answers`) or bytes.
+lists through `context.data_provider` and reads format version 3 pictures from the
+run's pack files (`packs`), and answers JSON (`answers`) or bytes.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ class BatchImagesPlugin(base_plugin.TBPlugin):
     plugin_name = contract.PLUGIN_NAME
 
     def __init__(self, context: base_plugin.TBContext):
-        self._data = BatchImagesData(context.data_provider)
+        self._data = BatchImagesData(context.data_provider, context.logdir or "")
         self._composition = composition.CompositionData(self._data)
         self._provider = context.data_provider
         self._frontend = static.frontend_files(static.frontend_dir())
@@ -139,9 +140,8 @@ class BatchImagesPlugin(base_plugin.TBPlugin):
         refs = series.steps[first:end]
         if fields == "step":  # step numbers only: no record is read
             page: list[Any] = [ref.step for ref in refs]
-        else:
-            infos = self._data.step_infos(ctx, run, tag, refs)
-            page = [info.summary() for info in infos]
+        else:  # version 3: from the index entries; older: the records
+            page = self._data.step_summaries(ctx, run, tag, refs)
         return _json(
             request,
             {
@@ -179,7 +179,7 @@ class BatchImagesPlugin(base_plugin.TBPlugin):
             raise errors.InvalidArgumentError("parameter 'key' is malformed") from None
         ref = self._data.step_ref(ctx, experiment, run, tag, step, wall_time)
         mime_type = self._data.step_info(ctx, run, tag, ref).mime_type
-        data = self._data.read_image(ctx, ref, index)
+        data = self._data.read_image(ctx, run, ref, index)
         if data.startswith(_PNG_SIGNATURE):
             mime_type = "image/png"  # masks are PNG whatever the pictures' format
         response = http_util.Respond(request, data, mime_type, expires=_ONE_YEAR)

@@ -243,6 +243,8 @@ def _appearances(
     for series in every:
         infos = data.step_infos(ctx, series.run, series.tag, series.steps)
         for info in infos:
+            if info.error or info.lost:
+                continue
             hits = [
                 (index, identity)
                 for index, identity in enumerate(info.sample_ids)
@@ -251,7 +253,7 @@ def _appearances(
             if not hits:
                 continue
             samples = info.record().get("samples", [])
-            images = len(info.ref.blob_keys) - 1
+            images = info.images
             for index, identity in hits:
                 if index >= images:
                     continue  # no picture

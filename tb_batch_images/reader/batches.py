@@ -1,9 +1,11 @@
 """`read_batches`: the logged batches of every run under a log directory.
 
 Reads through TensorBoard's own event-file loading (the event multiplexer), so it
-works on any `tf.io.gfile` path that TensorBoard can read. Every record is checked by
-`tb_batch_images.contract.schema`, as the plugin checks it: a step whose record cannot be used
-comes back with `error` set and no samples, rather than raising.
+works on any `tf.io.gfile` path that TensorBoard can read; format version 3 pack files
+are read through `tf.io.gfile` too (TensorBoard's `tensorboard.compat.tf`). Every record
+is checked by `tb_batch_images.contract.schema`, as the plugin checks it: a step whose
+record cannot be used, or whose pack file is missing or damaged, comes back with
+`error` set and no samples, rather than raising.
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+from tensorboard.compat import tf
 from tensorboard.util import tensor_util
 
 from tb_batch_images import contract
-from tb_batch_images.reader.events import plugin_values
+from tb_batch_images.reader.events import LoggedStep, batch_steps, plugin_values
 
 
 @dataclasses.dataclass
@@ -96,18 +99,56 @@ def read_batches(
     epoch, the last epoch's top suspects as they next appeared in training batches;
     each sample's `record["batch"]` is the batch it was captured in).
     """
-    wanted = contract.SERIES_WATCHLIST if watchlist else contract.SERIES_BATCHES
-    for run_name, event in plugin_values(logdir, run, wanted):
-        yield _batch(run_name, event)
+    if watchlist:
+        for run_name, event in plugin_values(logdir, run, contract.SERIES_WATCHLIST):
+            yield _batch(run_name, event)
+        return
+    for run_name, run_dir, steps in batch_steps(logdir, run):
+        for logged in steps:
+            if logged.entry is None:
+                yield _batch(run_name, logged.event)
+            else:
+                yield _pack_batch(run_name, run_dir, logged)
 
 
-def _batch(run: str, event: Any) -> LoggedBatch:
+def _pack_batch(run: str, run_dir: str, logged: LoggedStep) -> LoggedBatch:
+    """A version 3 step: its pack file, read and checked against its entry."""
+    entry = logged.entry
     try:
-        elements = tensor_util.make_ndarray(event.tensor_proto).reshape(-1)
-    except (ValueError, TypeError) as error:
-        elements, problem = [], f"not a blob sequence ({error})"
-    else:
-        problem = None if len(elements) else "empty value: no record"
+        elements = contract.read_pack(run_dir, entry, _read_file)
+    except contract.PackError as error:
+        mode = run.rsplit("/", 1)[-1]
+        return LoggedBatch(
+            run=run,
+            mode=entry.mode or (mode if mode in contract.MODE_DIRS else "train"),
+            step=logged.step,
+            epoch=entry.epoch,
+            batch=entry.batch,
+            wall_time=entry.wall_time or logged.wall_time,
+            batch_size=entry.batch_size or 0,
+            samples=[],
+            record={},
+            error=f"picture lost: {error}",
+        )
+    return _batch(run, logged.event, elements)
+
+
+def _read_file(path: str, limit: int) -> bytes:
+    with tf.io.gfile.GFile(path, "rb") as file:
+        return file.read(limit)
+
+
+def _batch(run: str, event: Any, elements: list[bytes] | None = None) -> LoggedBatch:
+    """A logged step from its elements (record, images): a version 2 value's, or
+    (`elements`) a version 3 pack's."""
+    problem = None
+    if elements is None:
+        try:
+            elements = tensor_util.make_ndarray(event.tensor_proto).reshape(-1)
+        except (ValueError, TypeError) as error:
+            elements, problem = [], f"not a blob sequence ({error})"
+    if problem is None and not len(elements):
+        problem = "empty value: no record"
     checked = (
         contract.check_batch_record(bytes(elements[0]))
         if problem is None

@@ -4,7 +4,8 @@ A tiny Keras model trains with the real `BatchImageLogger` (module fixture `logs
 a real `tensorboard` process serves the log directory on 127.0.0.1 (`board`); Playwright
 drives Debian's Chromium (`chromium_browser` in conftest) into TensorBoard's "Batch
 Images" tab, and the tests read the plugin iframe's DOM. What the page shows is checked
-against the records read straight from the event files (`logged_batches`), never
+against the records read straight from the log files (`logged_batches`: the event
+files and the pack files they name), never
 against the plugin's own answers.
 
 Runs of `logs`:
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import json
 import re
 import shutil
 from collections.abc import Callable, Iterator
@@ -202,7 +204,9 @@ def logs(tmp_path_factory: pytest.TempPathFactory) -> Logs:
 
 
 def logged_batches(run_dir: Path) -> dict[int, dict[str, Any]]:
-    """{step: record} of a run directory, read from its event files."""
+    """{step: record} of a run directory, read from its files: format version 3's
+    index entries in the event files and the pack file each names (element 0, the
+    record), or a version 2 value."""
     import tensorflow as tf
 
     records = {}
@@ -211,6 +215,11 @@ def logged_batches(run_dir: Path) -> dict[int, dict[str, Any]]:
             for value in event.summary.value:
                 if value.tag == fmt.BATCHES_TAG:
                     records[event.step] = fmt.decode_record(value.tensor.string_val[0])
+                elif value.tag.startswith(fmt.INDEX_TAG_PREFIX):
+                    entry = json.loads(value.tensor.string_val[0])
+                    pack = run_dir / fmt.pack_relpath(entry["writer"], event.step)
+                    record = fmt.decode_pack(pack.read_bytes())[0]
+                    records[event.step] = fmt.decode_record(record)
     return dict(sorted(records.items()))
 
 

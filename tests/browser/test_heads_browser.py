@@ -65,12 +65,10 @@ def logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _copy_with_markup_head(source: Path, target: Path) -> None:
-    import tensorflow as tf
-
     from tb_batch_images.host import pixels
-    from tb_batch_images.host.writer import write_summary
+    from tests.fixtures.logdirs import StepWriter
 
-    writer = tf.summary.create_file_writer(str(target))
+    writer = StepWriter(target)
     for batch in read_batches(str(source)):
         record = dict(batch.record)
         record["samples"] = [dict(s) for s in record["samples"]]
@@ -79,7 +77,7 @@ def _copy_with_markup_head(source: Path, target: Path) -> None:
             sample["head_losses"] = {"cls": losses["cls"], MARKUP_HEAD: losses["box"]}
         images = [pixels.encode(s.image, 256, "png")[0] for s in batch.samples]
         elements = [fmt.encode_record(record), *images]
-        write_summary(writer, fmt.BATCHES_TAG, fmt.SERIES_BATCHES, batch.step, elements)
+        writer.step(batch.step, elements)
     writer.close()
 
 

@@ -1,8 +1,8 @@
 """Segmentation masks in the gallery: headless Chromium against a real `tensorboard`.
 
-The log directory is written here through the writer's own summary path
-(`writer.write_summary`: a rank-1 string tensor, element 0 the record, then the
-pictures, then the masks as grey PNGs, docs/format.md), with masks built so that every
+The log directory is written here through the writer's own path (`StepWriter`:
+`host.writer.write_step`, a pack file of the record, then the pictures, then the
+masks as grey PNGs, docs/format.md), with masks built so that every
 number is known: the pixel accuracy and mean IoU each sample shows are computed in
 this file with numpy from the masks themselves, never by product code.
 
@@ -129,18 +129,16 @@ def _write_run(
     extras: list[dict[str, Any]],
     class_names: Any,
 ) -> dict:
-    import tensorflow as tf
-
     from tb_batch_images.host import pixels
-    from tb_batch_images.host.writer import write_summary
+    from tests.fixtures.logdirs import StepWriter
 
     record = _record(extras, masks, class_names)
     elements = [fmt.encode_record(record)]
     elements += [pixels.encode_png(_picture(index)) for index in range(len(pairs))]
     for label, prediction in pairs:
         elements += [pixels.encode_png(label), pixels.encode_png(prediction)]
-    writer = tf.summary.create_file_writer(str(run_dir))
-    write_summary(writer, fmt.BATCHES_TAG, fmt.SERIES_BATCHES, 0, elements)
+    writer = StepWriter(run_dir)
+    writer.step(0, elements)
     writer.close()
     return record
 

@@ -1,7 +1,7 @@
 """The plugin's routes, in TensorBoard's real WSGI app over both real data providers.
 
 Logs come from the real `BatchImageLogger` (`keras_logdir`), or, for retention and
-crash cases, from the writer's own `write_summary` (`write_steps`). Every test runs with
+crash cases, from the writer's own code path (`write_steps`, `StepWriter`). Every test runs with
 `load_fast=false` (the in-process loader) and `load_fast=true` (the Rust data server).
 """
 
@@ -299,18 +299,14 @@ def test_history_by_sample_id_across_runs(
 
 def _write_records(run_dir: Path, records: list[tuple[int, bytes]]) -> None:
     """Values of (step, element 0) with one 8x8 PNG each, through the real writer."""
-    import tensorflow as tf
-
     from benchmarks import make_logdir
-    from tb_batch_images.host.writer import write_summary
+    from tests.fixtures.logdirs import StepWriter
 
     (png,) = make_logdir.png_pool(1, 8)
-    summary_writer = tf.summary.create_file_writer(str(run_dir))
+    writer = StepWriter(run_dir)
     for step, element_0 in records:
-        write_summary(
-            summary_writer, fmt.BATCHES_TAG, fmt.SERIES_BATCHES, step, [element_0, png]
-        )
-    summary_writer.close()
+        writer.step(step, [element_0, png])
+    writer.close()
 
 
 @LOAD_FAST
@@ -349,16 +345,63 @@ def test_filenames_in_the_data_are_shown_never_opened(
 def test_unreadable_records_are_reported_not_fatal(
     load_fast: bool, tmp_path: Path, plugin_server: Any
 ):
+    """Format version 3: a record that cannot be used is a broken step at /samples
+    (steps list from their index entries); an entry of a newer format says to upgrade
+    in /steps, /samples and the run's warnings."""
     from benchmarks import make_logdir
+    from tests.fixtures.logdirs import StepWriter
+
+    good = make_logdir.batch_record(
+        mode="train", step=0, epoch=0, batch=0, sequence=0, sample_ids=[0], image_size=8
+    )
+    (png,) = make_logdir.png_pool(1, 8)
+    writer = StepWriter(tmp_path / "mixed" / "train")
+    writer.step(0, [fmt.encode_record(good), png])
+    writer.step(1, [b"\xff\xfe not json", png])
+    newer = {
+        "format_version": fmt.FORMAT_VERSION + 1,
+        "writer": writer.writer_id,
+        "step": 2,
+        "pack_bytes": 100,
+        "pack_crc32": 0,
+    }
+    writer.raw_entry(2, json.dumps(newer).encode())
+    writer.close()
+    server = plugin_server(tmp_path, load_fast)
+    server.wait_for_steps({"mixed/train": 3})
+    steps = server.json("/steps", run="mixed/train")["steps"]
+    assert [s["error"] is None for s in steps] == [True, True, False]
+    assert "upgrade" in steps[2]["error"]
+    assert server.json("/samples", run="mixed/train", step=0)["samples"]
+    broken = server.json("/samples", run="mixed/train", step=1)
+    assert broken["error"] and broken["samples"] == []
+    assert "upgrade" in server.json("/samples", run="mixed/train", step=2)["error"]
+    (warning,) = _run(server, "mixed/train")["warnings"]
+    assert "newer" in warning
+
+
+@LOAD_FAST
+def test_unreadable_records_of_old_logs_are_reported_not_fatal(
+    load_fast: bool, tmp_path: Path, plugin_server: Any
+):
+    """Format version 2 (blob sequences): each record is read for /steps."""
+    from benchmarks import make_logdir
+    from tests.fixtures.logdirs import StepWriter
 
     good = make_logdir.batch_record(
         mode="train", step=0, epoch=0, batch=0, sequence=0, sample_ids=[0], image_size=8
     )
     newer = json.dumps({**good, "step": 1, "format_version": fmt.FORMAT_VERSION + 1})
-    _write_records(
-        tmp_path / "mixed" / "train",
-        [(0, fmt.encode_record(good)), (1, b"\xff\xfe not json"), (2, newer.encode())],
-    )
+    (png,) = make_logdir.png_pool(1, 8)
+    writer = StepWriter(tmp_path / "mixed" / "train", format_version=2)
+    records = [
+        (0, json.dumps({**good, "format_version": 2}).encode()),
+        (1, b"\xff\xfe not json"),
+        (2, newer.encode()),
+    ]
+    for step, element_0 in records:
+        writer.step(step, [element_0, png])
+    writer.close()
     server = plugin_server(tmp_path, load_fast)
     server.wait_for_steps({"mixed/train": 3})
     steps = server.json("/steps", run="mixed/train")["steps"]
@@ -377,11 +420,9 @@ def test_mask_indices_are_served_as_image_keys_and_a_missing_one_is_null(
 ):
     """docs/api.md: `label_mask_image` / `prediction_mask_image` from the record's
     blob indices (masks after the pictures); null when absent or past the blobs."""
-    import tensorflow as tf
-
     from benchmarks import make_logdir
     from tb_batch_images.host import pixels
-    from tb_batch_images.host.writer import write_summary
+    from tests.fixtures.logdirs import StepWriter
 
     record = make_logdir.batch_record(
         mode="train",
@@ -403,8 +444,8 @@ def test_mask_indices_are_served_as_image_keys_and_a_missing_one_is_null(
     pictures = make_logdir.png_pool(3, 8)
     elements = [fmt.encode_record(record), *pictures]
     elements += [pixels.encode_png(mask) for mask in masks]
-    writer = tf.summary.create_file_writer(str(tmp_path / "seg" / "train"))
-    write_summary(writer, fmt.BATCHES_TAG, fmt.SERIES_BATCHES, 0, elements)
+    writer = StepWriter(tmp_path / "seg" / "train")
+    writer.step(0, elements)
     writer.close()
 
     server = plugin_server(tmp_path, load_fast)

@@ -14,6 +14,9 @@ KERAS_HUB_SPEC ?= keras-hub==0.32.0 regex tokenizers
 # The tests that hold on every Keras backend carry the `every_backend` marker (all of
 # tests/capture/); `make test` runs them once more per backend.
 BACKENDS ?= jax torch
+# The every_backend runs (capture tests: no servers, no browser) in two pytest workers
+# (pytest-xdist): CI's 2 cores, each test on one thread (OMP_NUM_THREADS=1).
+WORKERS ?= -n 2
 # setup.py's Keras range, as CI tests it: the venv's Keras is the newest release; the
 # oldest release the range allows and the pinned next release (a keras-nightly build)
 # run the every_backend tests on every backend too. Moving a pin is a one-line change.
@@ -53,7 +56,7 @@ test-backends: setup
 	@for backend in $(BACKENDS); do \
 	  echo "== KERAS_BACKEND=$$backend: the every_backend tests"; \
 	  KERAS_BACKEND=$$backend OMP_NUM_THREADS=1 \
-	    $(PY) -m pytest -ra -m every_backend $(PYTEST_ARGS) || exit 1; \
+	    $(PY) -m pytest -ra -m every_backend $(WORKERS) $(PYTEST_ARGS) || exit 1; \
 	done
 
 # Each Keras of KERAS_VERSIONS goes into its own folder (no dependencies: the venv
@@ -65,7 +68,7 @@ test-keras-versions: setup
 	  for backend in tensorflow $(BACKENDS); do \
 	    echo "== $$spec, KERAS_BACKEND=$$backend: the every_backend tests"; \
 	    PYTHONPATH="$$PWD/$$dir" KERAS_BACKEND=$$backend OMP_NUM_THREADS=1 \
-	      $(PY) -m pytest -ra -m every_backend -p no:cacheprovider $(PYTEST_ARGS) || exit 1; \
+	      $(PY) -m pytest -ra -m every_backend -p no:cacheprovider $(WORKERS) $(PYTEST_ARGS) || exit 1; \
 	  done; \
 	done
 

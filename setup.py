@@ -41,6 +41,7 @@ setup(
         "test": [
             "pytest>=8",
             "pytest-timeout>=2.3",
+            "pytest-xdist>=3.5",
             "playwright>=1.45",
             "hypothesis>=6.100",
             # tests/fixtures/gcs.py: a local GCS emulator for the gs:// log dir tests.

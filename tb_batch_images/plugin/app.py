@@ -294,7 +294,7 @@ class BatchImagesPlugin(base_plugin.TBPlugin):
         answer = self._composition.step(ctx, experiment, run, step)
         try:
             series = self._data.batch_series(ctx, experiment, run, contract.BATCHES_TAG)
-            answer["logged"] = step in series.by_step
+            answer["logged"] = series.find(step) is not None
         except errors.NotFoundError:
             answer["logged"] = False
         return _json(request, answer)

@@ -89,10 +89,14 @@ class CompositionData:
         if metadatum is None:
             # A run of this plugin without composition (validation, an older logger,
             # log_composition=False): an empty curve; a run it does not know: 404.
-            every = self.provider.list_blob_sequences(
+            # Known: any value of this plugin (format version 3 lists its steps as
+            # tensors, the index entries; older logs and status records as blobs).
+            known = run in self.provider.list_blob_sequences(
+                ctx, experiment_id=experiment, plugin_name=contract.PLUGIN_NAME
+            ) or run in self.provider.list_tensors(
                 ctx, experiment_id=experiment, plugin_name=contract.PLUGIN_NAME
             )
-            if run not in every:
+            if not known:
                 raise errors.NotFoundError(f"unknown run {run!r}")
             return _joined(())
         fingerprint = (

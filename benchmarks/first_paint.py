@@ -20,21 +20,15 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import time
 import urllib.parse
 import urllib.request
 
+from benchmarks.plugin_latency import start_tensorboard
+
 ROUTE = "/data/plugin/batch_images"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _get(base: str, route: str, **params) -> dict:
@@ -43,27 +37,6 @@ def _get(base: str, route: str, **params) -> dict:
     )
     with urllib.request.urlopen(url, timeout=600) as answer:
         return json.loads(answer.read())
-
-
-def start_tensorboard(logdir: str, load_fast: str) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tensorboard.main",
-            "--logdir",
-            logdir,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            f"--load_fast={load_fast}",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    return process, f"http://127.0.0.1:{port}"
 
 
 def wait_listed(base: str, steps: int, timeout: float = 900) -> float:

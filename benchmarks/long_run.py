@@ -45,7 +45,6 @@ import os
 import random
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.parse
@@ -53,7 +52,13 @@ from concurrent import futures
 from pathlib import Path
 from typing import Any
 
-from benchmarks.plugin_latency import ROUTE, _get, free_port, get_json, rss_mib
+from benchmarks.plugin_latency import (
+    ROUTE,
+    _get,
+    get_json,
+    rss_mib,
+    start_tensorboard,
+)
 
 IMAGES = 16
 
@@ -148,29 +153,6 @@ def disk(logdir: Path) -> dict[str, int]:
 
 
 # -- serve --------------------------------------------------------------------------
-def _start(logdir: Path, load_fast: str, cwd: str | None) -> tuple[Any, str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tensorboard.main",
-            "--logdir",
-            str(logdir),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--load_fast",
-            load_fast,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        cwd=cwd,
-    )
-    return process, f"http://127.0.0.1:{port}"
-
-
 def _stop(process: Any) -> None:
     process.terminate()
     try:
@@ -183,7 +165,7 @@ def _stop(process: Any) -> None:
 def baseline(load_fast: str, cwd: str | None) -> float:
     """RSS (MiB) of TensorBoard on an empty log directory, once it answers + 5 s."""
     with tempfile.TemporaryDirectory() as empty:
-        process, base = _start(Path(empty), load_fast, cwd)
+        process, base = start_tensorboard(Path(empty), load_fast, cwd=cwd)
         try:
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline:
@@ -252,7 +234,7 @@ def serve(
     """Starts TensorBoard on `logdir`, measures, stops it."""
     rng = random.Random(seed)
     started = time.perf_counter()
-    process, base = _start(logdir, load_fast, cwd)
+    process, base = start_tensorboard(logdir, load_fast, cwd=cwd)
     peak = 0.0
     result: dict[str, Any] = {"mode": load_fast}
     answered = None

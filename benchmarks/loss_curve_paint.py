@@ -23,7 +23,8 @@ import time
 
 import numpy as np
 
-from benchmarks.first_paint import _get, start_tensorboard
+from benchmarks.first_paint import _get
+from benchmarks.plugin_latency import start_tensorboard
 from tb_batch_images import contract
 
 BLOCK = 1000

@@ -103,7 +103,10 @@ class Timings:
 
 
 def start_tensorboard(
-    logdir: Path, load_fast: str, extra_args: list[str] | None = None
+    logdir: Path | str,
+    load_fast: str,
+    extra_args: list[str] | None = None,
+    cwd: str | None = None,
 ) -> tuple[subprocess.Popen, str]:
     """Starts the real `tensorboard` on a free 127.0.0.1 port: (process, base URL)."""
     port = free_port()
@@ -124,6 +127,7 @@ def start_tensorboard(
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        cwd=cwd,
     )
     return process, f"http://127.0.0.1:{port}"
 

@@ -120,6 +120,38 @@ STEP_ARRAYS = tuple(
 )
 
 
+# The predicted boxes' arrays, less their "predicted_" prefix.
+BOX_PREDICTION_ARRAYS = ("boxes", "box_classes", "box_scores", "box_counts")
+
+
+def slot_items(arrays: dict[str, Any], expected: list[int], slots: int) -> list:
+    """The captured steps (one dict each: counter, batch size, `STEP_ARRAYS`, flight)
+    among `expected`, from numpy copies of a backend's per-step slot buffers
+    (`arrays`, named as `SampleSelector.slot_arrays`; step s in slot s % slots).
+
+    Step counters are unique within a fit's mode, so a slot holding an expected
+    count was filled by that step; an expected step that did not run (a short last
+    execution) is simply absent."""
+    filled = arrays["filled_step"]
+    captured = []
+    for step in expected:
+        slot = step % slots
+        if int(filled[slot]) != step:
+            continue
+        count = int(arrays["count"][slot])
+        item: dict[str, Any] = {
+            "counter": step,
+            "batch_size": int(arrays["batch_size"][slot]),
+        }
+        for name in STEP_ARRAYS:
+            value = arrays.get(name)
+            item[name] = None if value is None else value[slot, :count]
+        if "flight" in arrays:
+            item["flight"] = arrays["flight"][slot]
+        captured.append(item)
+    return captured
+
+
 def merge_batches(batches: list[CapturedBatch]) -> CapturedBatch:
     """One record for several batches of a validation run (one summary per step).
 

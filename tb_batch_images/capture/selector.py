@@ -30,6 +30,7 @@ import keras
 import numpy as np
 
 from tb_batch_images.capture import dense_maps, step_pixels
+from tb_batch_images.capture.batch import BOX_PREDICTION_ARRAYS
 from tb_batch_images.capture.boxes import BoxCapture, describe_structure, find_boxes
 from tb_batch_images.capture.heads import Heads
 from tb_batch_images.capture.losses import per_sample_losses
@@ -95,6 +96,39 @@ class SampleSelector:
         self.boxes = boxes
         # Set when traced: y held boxes the logger was not told how to read.
         self.unread_boxes: str | None = None
+
+    def slot_arrays(
+        self, *, sample_ids: bool, filenames: bool, image_sizes: bool, flight: bool
+    ) -> list[str]:
+        """The names of the per-step buffers a backend's slots hold for this
+        selector, as the traced step left it: the slot bookkeeping, then the arrays
+        of `take` that it filled (the flags: what else the backend's slots hold)."""
+        names = ["filled_step", "count", "batch_size", "positions", "images"]
+        names.append("image_stats")
+        if self.label_shape is not None:
+            names.append("labels")
+        if self.output_shape is not None:
+            names += ["outputs", "output_stats"]
+        if self.has_loss:
+            names.append("losses")
+        optional = {
+            "sample_ids": sample_ids,
+            "filenames": filenames,
+            "head_losses": self.has_head_losses,
+            "image_sizes": image_sizes,
+            "flight": flight,
+        }
+        names += [name for name, present in optional.items() if present]
+        if self.maps is not None:
+            names.append("output_maps")
+            if self.maps.has_label_map:
+                names.append("label_maps")
+        boxes = self.boxes
+        if boxes is not None and boxes.has_labels:
+            names += ["boxes", "box_classes", "box_counts"]
+            if boxes.has_predictions:
+                names += [f"predicted_{name}" for name in BOX_PREDICTION_ARRAYS]
+        return names
 
     def select(
         self, image: Any, metadata: dict, y: Any, y_pred: Any, recorded: Any = None

@@ -165,3 +165,14 @@ def _fitted_in_graph(image, as_float, side: int, uint8: bool, n: int, antialias:
     padded = tf.reshape(padded, [n, side, side, image.shape[-1]])
     row = tf.stack([height, width, stored_h, stored_w])
     return padded, tf.tile(tf.cast(row, tf.int32)[tf.newaxis], [n, 1])
+
+
+def padded_to(images: Any, shape: Any) -> Any:
+    """[n, h, w, c] images padded (bottom, right) to a buffer's [n, H, W, c] (the
+    step's pictures are at most the buffer's size: `specs.fitted_size`)."""
+    height, width = int(images.shape[1]), int(images.shape[2])
+    if (height, width) == tuple(shape[1:3]):
+        return images
+    return keras.ops.pad(
+        images, [[0, 0], [0, shape[1] - height], [0, shape[2] - width], [0, 0]]
+    )

@@ -21,15 +21,14 @@ from typing import Any
 import keras
 import numpy as np
 
-from tb_batch_images.capture import flight
-from tb_batch_images.capture.batch import STEP_ARRAYS
+from tb_batch_images.capture import flight, step_pixels
+from tb_batch_images.capture.batch import STEP_ARRAYS, slot_items
 from tb_batch_images.capture.selector import VALUES_PER_SAMPLE, SampleSelector
 
 # Variables that say what the slots hold, and the per-sample arrays (STEP_ARRAYS less
 # the strings, which no JAX step carries).
 _BOOKKEEPING = ("counter", "want", "filled_step", "count", "batch_size")
 _ARRAYS = (*(name for name in STEP_ARRAYS if name != "filenames"), "flight")
-_BOX_PREDICTIONS = ("boxes", "box_classes", "box_scores", "box_counts")
 
 
 class StepSlots(keras.metrics.Metric):
@@ -174,7 +173,7 @@ class StepSlots(keras.metrics.Metric):
                     continue
                 value = ops.cast(arrays[name], buffer.dtype)
                 if name == "images":  # fitted to its own size (unknown size): pad
-                    value = _padded(value, buffer.shape[1:])
+                    value = step_pixels.padded_to(value, buffer.shape[1:])
                 row = ops.expand_dims(value, 0)
                 new.append(ops.scatter_update(buffer.value, slot, row))
             return new
@@ -197,55 +196,17 @@ class StepSlots(keras.metrics.Metric):
     # -- on the host ---------------------------------------------------------------
     def readable(self) -> list[str]:
         """The buffers worth reading, as the traced step left them."""
-        selector = self.selector
-        names = ["filled_step", "count", "batch_size", "positions", "images"]
-        names.append("image_stats")
-        if selector.label_shape is not None:
-            names.append("labels")
-        if selector.output_shape is not None:
-            names += ["outputs", "output_stats"]
-        if selector.has_loss:
-            names.append("losses")
-        if self.saw_sample_ids:
-            names.append("sample_ids")
-        if selector.has_head_losses:
-            names.append("head_losses")
-        if self.image_sizes is not None:
-            names.append("image_sizes")
-        if self.saw_flight:
-            names.append("flight")
-        if selector.maps is not None:
-            names.append("output_maps")
-            if selector.maps.has_label_map:
-                names.append("label_maps")
-        box_capture = selector.boxes
-        if box_capture is not None and box_capture.has_labels:
-            names += ["boxes", "box_classes", "box_counts"]
-            if box_capture.has_predictions:
-                names += [f"predicted_{name}" for name in _BOX_PREDICTIONS]
-        return names
+        return self.selector.slot_arrays(
+            sample_ids=self.saw_sample_ids,
+            filenames=False,
+            image_sizes=self.image_sizes is not None,
+            flight=self.saw_flight,
+        )
 
     def collect(self, arrays: dict[str, np.ndarray], expected: list[int]) -> list:
         """The captured steps (one dict each) among `expected`, from numpy copies of
         the buffers (`arrays`, the names of `readable`)."""
-        filled = arrays["filled_step"]
-        captured = []
-        for step in expected:
-            slot = step % self.slots
-            if int(filled[slot]) != step:
-                continue  # a step that did not run (a short last execution)
-            count = int(arrays["count"][slot])
-            item: dict[str, Any] = {
-                "counter": step,
-                "batch_size": int(arrays["batch_size"][slot]),
-            }
-            for name in STEP_ARRAYS:
-                value = arrays.get(name)
-                item[name] = None if value is None else value[slot, :count]
-            if "flight" in arrays:
-                item["flight"] = arrays["flight"][slot]
-            captured.append(item)
-        return captured
+        return slot_items(arrays, expected, self.slots)
 
 
 class CompositionSlots(keras.metrics.Metric):
@@ -343,13 +304,3 @@ class CompositionSlots(keras.metrics.Metric):
         self.read_rows = int(arrays["counters"][0])
         self.read_ids = int(arrays["counters"][1])
         return rows
-
-
-def _padded(images: Any, shape: Any) -> Any:
-    """[n, h, w, c] images padded (bottom, right) to the buffer's [n, H, W, c]."""
-    height, width = int(images.shape[1]), int(images.shape[2])
-    if (height, width) == tuple(shape[1:3]):
-        return images
-    return keras.ops.pad(
-        images, [[0, 0], [0, shape[1] - height], [0, shape[2] - width], [0, 0]]
-    )

@@ -29,7 +29,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from tb_batch_images.capture import keras_internals, specs
+from tb_batch_images.capture import keras_internals, specs, step_pixels
 from tb_batch_images.capture.batch import STEP_ARRAYS, CapturedBatch
 from tb_batch_images.capture.selector import VALUES_PER_SAMPLE, SampleSelector
 
@@ -186,7 +186,7 @@ class Watchlist(keras.metrics.Metric):
                 old = ops.take(buffer.value, rows, axis=0)
                 new = taken[name]
                 if name == "images":  # fitted to its own size (JAX, torch): pad
-                    new = _padded(new, buffer.shape)
+                    new = step_pixels.padded_to(new, buffer.shape)
                 mask = ops.reshape(chosen, [-1] + [1] * (len(old.shape) - 1))
                 values[name] = ops.where(mask, ops.cast(new, old.dtype), old)
             return ops.expand_dims(rows, 1), values
@@ -260,16 +260,6 @@ class Watchlist(keras.metrics.Metric):
             if getattr(self, name) is not None:
                 arrays[name] = _numpy(getattr(self, name))[rows]
         return arrays
-
-
-def _padded(images: Any, shape: Any) -> Any:
-    """[w, h, w', c] images padded (bottom, right) to the buffer's [w, H, W, c]."""
-    height, width = int(images.shape[1]), int(images.shape[2])
-    if (height, width) == tuple(shape[1:3]):
-        return images
-    return keras.ops.pad(
-        images, [[0, 0], [0, shape[1] - height], [0, shape[2] - width], [0, 0]]
-    )
 
 
 def _numpy(variable: Any) -> np.ndarray:

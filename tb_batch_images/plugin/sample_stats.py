@@ -78,10 +78,10 @@ def _table(data_provider: Any, ctx: Any, run: str, datum: Any) -> Any:
         ) from None
 
 
-def sample_stats(
+def _chosen(
     data_provider: Any, ctx: Any, experiment: str, run: str, step: int | None
-) -> dict[str, Any]:
-    """The statistics of `run` at `step` (default: the latest), as JSON columns."""
+) -> tuple[list, Any, Any]:
+    """(every datum of `run`, the one at `step` (default: the latest), its table)."""
     datums = _datums(data_provider, ctx, experiment, run)
     chosen = (
         datums[-1]
@@ -90,7 +90,14 @@ def sample_stats(
     )
     if chosen is None:
         raise errors.NotFoundError(f"run {run!r} has no sample statistics at {step}")
-    table = _table(data_provider, ctx, run, chosen)
+    return datums, chosen, _table(data_provider, ctx, run, chosen)
+
+
+def sample_stats(
+    data_provider: Any, ctx: Any, experiment: str, run: str, step: int | None
+) -> dict[str, Any]:
+    """The statistics of `run` at `step` (default: the latest), as JSON columns."""
+    datums, chosen, table = _chosen(data_provider, ctx, experiment, run, step)
     score = table.columns["suspect_score"]
     seen = table.column("count") > 0
     earlier = [d for d in datums if d.step <= chosen.step]
@@ -122,15 +129,7 @@ def suspects_csv(
     data_provider: Any, ctx: Any, experiment: str, run: str, step: int | None
 ) -> tuple[str, str]:
     """(the CSV of every seen sample of `run` at `step`, ranked; a file name)."""
-    datums = _datums(data_provider, ctx, experiment, run)
-    chosen = (
-        datums[-1]
-        if step is None
-        else next((d for d in datums if d.step == step), None)
-    )
-    if chosen is None:
-        raise errors.NotFoundError(f"run {run!r} has no sample statistics at {step}")
-    table = _table(data_provider, ctx, run, chosen)
+    _, _, table = _chosen(data_provider, ctx, experiment, run, step)
     name = "".join(c if c.isalnum() or c in "-_." else "_" for c in run).strip("_")
     filename = f"suspects_{name or 'run'}_epoch{table.epoch}.csv"
     return contract.suspects_csv(table.suspect_rows(None)), filename

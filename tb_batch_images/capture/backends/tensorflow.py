@@ -20,10 +20,8 @@ import tensorflow as tf
 from tb_batch_images import contract
 from tb_batch_images.capture import flight, keras_internals, metadata_keys, specs
 from tb_batch_images.capture.backends.base import Adapter, CaptureHost, uses_xla
-from tb_batch_images.capture.batch import STEP_ARRAYS
+from tb_batch_images.capture.batch import slot_items
 from tb_batch_images.capture.selector import VALUES_PER_SAMPLE, SampleSelector
-
-BOX_PREDICTION_ARRAYS = ("boxes", "box_classes", "box_scores", "box_counts")
 
 
 class TensorFlowAdapter(Adapter):
@@ -413,56 +411,15 @@ class ModeBuffers:
         execution) is simply absent.
         """
         arrays = {name: value.numpy() for name, value in self._read_all().items()}
-        filled = arrays.pop("filled_step")
-        slots = [
-            step % self.slots
-            for step in expected
-            if int(filled[step % self.slots]) == step
-        ]
-        captured = []
-        for slot in slots:
-            count = int(arrays["count"][slot])
-            item = {
-                "counter": int(filled[slot]),
-                "batch_size": int(arrays["batch_size"][slot]),
-            }
-            for name in STEP_ARRAYS:
-                value = arrays.get(name)
-                item[name] = None if value is None else value[slot, :count]
-            if "flight" in arrays:
-                item["flight"] = arrays["flight"][slot]
-            captured.append(item)
-        return captured
+        return slot_items(arrays, expected, self.slots)
 
     def _readable(self) -> dict[str, tf.Variable]:
-        selector = self.selector
-        names = ["filled_step", "count", "batch_size", "positions", "images"]
-        names.append("image_stats")
-        if selector.label_shape is not None:
-            names.append("labels")
-        if selector.output_shape is not None:
-            names += ["outputs", "output_stats"]
-        if selector.has_loss:
-            names.append("losses")
-        if self.layout.has_sample_id:
-            names.append("sample_ids")
-        if self.filenames is not None:
-            names.append("filenames")
-        if selector.has_head_losses:
-            names.append("head_losses")
-        if self.image_sizes is not None:
-            names.append("image_sizes")
-        if self.has_flight:
-            names.append("flight")
-        box_capture = selector.boxes
-        if box_capture is not None and box_capture.has_labels:
-            names += ["boxes", "box_classes", "box_counts"]
-            if box_capture.has_predictions:
-                names += [f"predicted_{name}" for name in BOX_PREDICTION_ARRAYS]
-        if selector.maps is not None:
-            names.append("output_maps")
-            if selector.maps.has_label_map:
-                names.append("label_maps")
+        names = self.selector.slot_arrays(
+            sample_ids=self.layout.has_sample_id,
+            filenames=self.filenames is not None,
+            image_sizes=self.image_sizes is not None,
+            flight=self.has_flight,
+        )
         return {name: getattr(self, name) for name in names}
 
     def _read_all(self) -> dict[str, tf.Tensor]:

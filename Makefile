@@ -24,6 +24,8 @@ KERAS_OLDEST ?= keras==3.12.0
 KERAS_NEXT ?= keras-nightly==3.16.0.dev2026102704
 KERAS_VERSIONS ?= $(KERAS_OLDEST) $(KERAS_NEXT)
 KERAS_DIR ?= .keras-versions
+# Each pytest run lists its slowest tests, so a CI log says where its time went.
+DURATIONS ?= --durations=10
 
 .PHONY: demo test test-backends test-keras-versions lint setup clean
 
@@ -48,7 +50,7 @@ test: setup
 	CHROMIUM="$$(bash tests/find_chromium.sh)" && export CHROMIUM && \
 	$(PY) -m ruff check tb_batch_images tests demo benchmarks && \
 	$(VENV)/bin/lint-imports && \
-	KERAS_BACKEND=tensorflow $(PY) -m pytest -ra $(PYTEST_ARGS)
+	KERAS_BACKEND=tensorflow $(PY) -m pytest -ra $(DURATIONS) $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory test-backends
 	$(MAKE) --no-print-directory test-keras-versions
 
@@ -56,7 +58,7 @@ test-backends: setup
 	@for backend in $(BACKENDS); do \
 	  echo "== KERAS_BACKEND=$$backend: the every_backend tests"; \
 	  KERAS_BACKEND=$$backend OMP_NUM_THREADS=1 \
-	    $(PY) -m pytest -ra -m every_backend $(WORKERS) $(PYTEST_ARGS) || exit 1; \
+	    $(PY) -m pytest -ra -m every_backend $(WORKERS) $(DURATIONS) $(PYTEST_ARGS) || exit 1; \
 	done
 
 # Each Keras of KERAS_VERSIONS goes into its own folder (no dependencies: the venv
@@ -68,7 +70,7 @@ test-keras-versions: setup
 	  for backend in tensorflow $(BACKENDS); do \
 	    echo "== $$spec, KERAS_BACKEND=$$backend: the every_backend tests"; \
 	    PYTHONPATH="$$PWD/$$dir" KERAS_BACKEND=$$backend OMP_NUM_THREADS=1 \
-	      $(PY) -m pytest -ra -m every_backend -p no:cacheprovider $(WORKERS) $(PYTEST_ARGS) || exit 1; \
+	      $(PY) -m pytest -ra -m every_backend -p no:cacheprovider $(WORKERS) $(DURATIONS) $(PYTEST_ARGS) || exit 1; \
 	  done; \
 	done
 

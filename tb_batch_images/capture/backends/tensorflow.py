@@ -18,7 +18,13 @@ import numpy as np
 import tensorflow as tf
 
 from tb_batch_images import contract
-from tb_batch_images.capture import flight, keras_internals, metadata_keys, specs
+from tb_batch_images.capture import (
+    flight,
+    keras_internals,
+    metadata_keys,
+    specs,
+    step_pixels,
+)
 from tb_batch_images.capture.backends.base import Adapter, CaptureHost, uses_xla
 from tb_batch_images.capture.batch import slot_items
 from tb_batch_images.capture.selector import VALUES_PER_SAMPLE, SampleSelector
@@ -380,6 +386,11 @@ class ModeBuffers:
         for name, value in updates.items():
             variable_ = getattr(self, name)
             value = tf.cast(value, variable_.dtype)
+            if name == "images" and None not in tuple(value.shape[1:3]):
+                # Pictures of a size unknown at install: a graph traced with their
+                # concrete size (Keras 3.16 retraces per shape) fits them at their
+                # own size (`step_pixels`), smaller than the buffer: pad them in.
+                value = step_pixels.padded_to(value, variable_.shape[1:])
             if self.slots == 1:
                 variable_.assign(tf.reshape(value, variable_.shape))
             else:  # this slot only

@@ -52,10 +52,12 @@ def _fitted(
 ) -> tuple[Any, Any]:
     """An image batch of unknown size, fitted into max_image_size.
 
-    JAX and PyTorch trace with concrete shapes: the size is computed here, and the
-    fitted batch leaves the step at its own size. Only a TensorFlow graph has an
-    unknown height or width: the batch is fitted in the graph and padded into the
-    fixed [max_image_size, max_image_size] of the capture buffers.
+    Traced with concrete shapes (JAX, PyTorch, and Keras 3.16's TensorFlow trainer,
+    which traces per shape), the size is computed here and the fitted batch leaves
+    the step at its own size; a backend with fixed capture buffers pads it in as it
+    writes them (`padded_to`). A TensorFlow graph traced with an unknown height or
+    width fits the batch in the graph and pads it into the fixed
+    [max_image_size, max_image_size] of the capture buffers.
     """
     ops = keras.ops
     side = layout.stored_shape[0]
